@@ -1,0 +1,124 @@
+//! One log line per request, written when the response body is finished (or abandoned), so
+//! that it can say how many bytes really went out.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+/// What kind of request this was, for logs (and, later, metric labels: a small fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Passthrough,
+    Download,
+    Preflight,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Passthrough => "passthrough",
+            RouteKind::Download => "download",
+            RouteKind::Preflight => "preflight",
+        }
+    }
+}
+
+pub struct RequestLog {
+    pub method: Method,
+    /// Path only: queries can carry access tokens.
+    pub path: String,
+    pub route: RouteKind,
+    pub cache: Option<&'static str>,
+    pub status: StatusCode,
+    pub started: Instant,
+}
+
+impl RequestLog {
+    fn emit(&self, bytes: u64, complete: bool) {
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "ipfs_media_proxy::access",
+            method = %self.method,
+            path = %self.path,
+            route = self.route.as_str(),
+            cache = self.cache.unwrap_or("-"),
+            status = self.status.as_u16(),
+            bytes,
+            complete,
+            duration_ms = format_args!("{duration_ms:.3}"),
+            "request"
+        );
+    }
+}
+
+pin_project! {
+    /// A body that counts what it yields and logs the request when it is done.
+    pub struct Logged<B: HttpBody> {
+        #[pin]
+        inner: B,
+        log: Option<RequestLog>,
+        bytes: u64,
+        ended: bool,
+    }
+
+    impl<B: HttpBody> PinnedDrop for Logged<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(log) = this.log.take() {
+                // hyper stops polling once a body says it is at its end, so "ended" is either.
+                let complete = *this.ended || this.inner.is_end_stream();
+                log.emit(*this.bytes, complete);
+            }
+        }
+    }
+}
+
+impl<B: HttpBody> Logged<B> {
+    pub fn new(inner: B, log: RequestLog) -> Self {
+        Self {
+            inner,
+            log: Some(log),
+            bytes: 0,
+            ended: false,
+        }
+    }
+}
+
+impl<B> HttpBody for Logged<B>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => *this.ended = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,123 @@
+//! Authenticated media (MSC3916): serve a caller only if the homeserver accepts its token.
+//!
+//! We have no user database, so we ask the homeserver the cheapest question that checks a
+//! token, `GET /_matrix/client/v3/account/whoami`, with the caller's own credentials, and hand
+//! its refusal back unchanged (the client sees exactly the homeserver's `M_MISSING_TOKEN`,
+//! `M_UNKNOWN_TOKEN`, soft-logout flags, ...). Accepted tokens are remembered briefly in a
+//! bounded cache, keyed by a SHA-256 of the token so no token sits in memory longer than its
+//! request; refusals are never remembered.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use percent_encoding::percent_decode_str;
+use sha2::{Digest, Sha256};
+
+use crate::body::Body;
+use crate::error::MatrixError;
+use crate::homeserver::Homeserver;
+
+pub enum Verdict {
+    /// Served from memory (`true`) or after asking the homeserver (`false`).
+    Accepted { remembered: bool },
+    /// The homeserver's refusal, to be sent as it is.
+    Refused(Response<Body>),
+}
+
+pub struct TokenChecker {
+    homeserver: Homeserver,
+    accepted: moka::sync::Cache<[u8; 32], ()>,
+}
+
+impl TokenChecker {
+    pub fn new(homeserver: Homeserver, ttl: Duration, max_entries: u64) -> Self {
+        Self {
+            homeserver,
+            accepted: moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    pub async fn check(&self, request: &Parts, peer: SocketAddr) -> Result<Verdict, MatrixError> {
+        let authorization = request.headers.get(header::AUTHORIZATION);
+        let query_token = request.uri.query().and_then(access_token_param);
+        let key = token_key(authorization, query_token);
+        if let Some(key) = &key {
+            if self.accepted.contains_key(key) {
+                return Ok(Verdict::Accepted { remembered: true });
+            }
+        }
+        let response = self
+            .homeserver
+            .whoami(authorization, query_token, &request.headers, peer)
+            .await?;
+        match response.status() {
+            StatusCode::OK => {
+                if let Some(key) = key {
+                    self.accepted.insert(key, ());
+                }
+                Ok(Verdict::Accepted { remembered: false })
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                Ok(Verdict::Refused(response))
+            }
+            status => {
+                tracing::warn!(%status, "token check: unexpected homeserver answer");
+                Err(MatrixError::bad_gateway(
+                    "the homeserver could not check the access token",
+                ))
+            }
+        }
+    }
+}
+
+/// The raw (still percent-encoded) value of `access_token=` in a query string.
+fn access_token_param(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .filter(|v| !v.is_empty())
+}
+
+/// One key per token, whichever way it was sent.
+fn token_key(authorization: Option<&HeaderValue>, query_token: Option<&str>) -> Option<[u8; 32]> {
+    let token: Vec<u8> = match (authorization, query_token) {
+        (Some(value), _) => {
+            let bytes = value.as_bytes();
+            bytes.strip_prefix(b"Bearer ").unwrap_or(bytes).to_vec()
+        }
+        (None, Some(raw)) => percent_decode_str(raw).collect(),
+        (None, None) => return None,
+    };
+    Some(Sha256::digest(&token).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_from_query() {
+        assert_eq!(
+            access_token_param("a=1&access_token=syt_x&b=2"),
+            Some("syt_x")
+        );
+        assert_eq!(access_token_param("access_token="), None);
+        assert_eq!(access_token_param("my_access_token=x"), None);
+    }
+
+    #[test]
+    fn header_and_query_forms_share_a_key() {
+        let header = HeaderValue::from_static("Bearer syt_a%b");
+        let a = token_key(Some(&header), None);
+        let b = token_key(None, Some("syt_a%25b"));
+        assert_eq!(a, b);
+        assert_ne!(a, token_key(None, Some("syt_other")));
+        assert_eq!(token_key(None, None), None);
+    }
+}

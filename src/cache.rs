@@ -1,0 +1,82 @@
+//! The in-memory media cache: whole items, weighed by their bytes, bounded by
+//! `cache.max_bytes`. Content-addressed items never go stale, so nothing expires by time;
+//! moka's TinyLFU policy decides what stays when space runs out.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cid::Cid;
+
+/// One fully fetched item.
+#[derive(Debug)]
+pub struct CachedMedia {
+    pub bytes: Bytes,
+    /// What the bytes sniffed as (see `media::sniff`).
+    pub sniffed: Option<&'static str>,
+}
+
+#[derive(Clone)]
+pub struct MediaCache {
+    items: moka::sync::Cache<Cid, Arc<CachedMedia>>,
+}
+
+impl MediaCache {
+    pub fn new(max_bytes: u64) -> Self {
+        let items = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            // Items are capped below 4 GiB by config validation.
+            .weigher(|_, item: &Arc<CachedMedia>| {
+                u32::try_from(item.bytes.len()).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self { items }
+    }
+
+    pub fn get(&self, key: &Cid) -> Option<Arc<CachedMedia>> {
+        self.items.get(key)
+    }
+
+    pub fn insert(&self, key: Cid, item: Arc<CachedMedia>) {
+        self.items.insert(key, item);
+    }
+
+    /// Bytes held, after pending evictions are applied.
+    pub fn weighted_size(&self) -> u64 {
+        self.items.run_pending_tasks();
+        self.items.weighted_size()
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.items.run_pending_tasks();
+        self.items.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> Cid {
+        let digest = multihash_of(n);
+        Cid::new_v1(0x55, digest)
+    }
+
+    fn multihash_of(n: u8) -> cid::multihash::Multihash<64> {
+        cid::multihash::Multihash::wrap(0x00, &[n]).unwrap()
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let cache = MediaCache::new(10_000);
+        for n in 0..20u8 {
+            let item = Arc::new(CachedMedia {
+                bytes: Bytes::from(vec![n; 1_000]),
+                sniffed: None,
+            });
+            cache.insert(key(n), item);
+            assert!(cache.weighted_size() <= 10_000);
+        }
+        assert!(cache.entry_count() <= 10);
+        assert!(cache.entry_count() >= 1);
+    }
+}

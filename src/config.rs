@@ -1,0 +1,403 @@
+//! Configuration: a TOML file, overridden key by key from the environment.
+//!
+//! Every key of `config/ipfs-media-proxy.toml` can be set from the environment as
+//! `IPFS_MEDIA_PROXY_<SECTION>__<KEY>` (double underscore between levels, any case), e.g.
+//! `IPFS_MEDIA_PROXY_CACHE__MAX_BYTES=1GiB`. Values are parsed like TOML values, so arrays and
+//! tables work too: `IPFS_MEDIA_PROXY_GATEWAYS='[{url="http://127.0.0.1:8080"}]'`.
+//!
+//! Unknown keys and bad values are rejected with an error naming the key, so a typo never
+//! silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use url::Url;
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "IPFS_MEDIA_PROXY_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub homeserver: HomeserverConfig,
+    pub gateways: Vec<GatewayConfig>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// One address or a list of them.
+    pub listen: Listen,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Time a client has to send its request headers.
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+/// `listen = "addr"` or `listen = ["addr", ...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Listen {
+    One(SocketAddr),
+    Many(Vec<SocketAddr>),
+}
+
+impl Listen {
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Listen::One(a) => vec![*a],
+            Listen::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Base URL of the homeserver (plain HTTP; it normally runs beside the proxy).
+    pub url: Url,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Base URL of an IPFS path gateway: content is fetched from `{url}/ipfs/{cid}`.
+    pub url: Url,
+    /// Longest wait for the gateway's response headers, and longest pause between two reads.
+    #[serde(default = "defaults::gateway_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Total bytes of media held in memory.
+    #[serde(default = "defaults::cache_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Media larger than this is streamed through without being kept.
+    #[serde(default = "defaults::cache_max_item_bytes")]
+    pub max_item_bytes: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Larger ipfs media is refused with 502 `M_TOO_LARGE`.
+    #[serde(default = "defaults::media_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Serve ipfs media on the unauthenticated `/_matrix/media/*` routes.
+    #[serde(default = "defaults::yes")]
+    pub legacy_unauthenticated: bool,
+    /// Wait for content when the client sends no `timeout_ms`.
+    #[serde(default = "defaults::default_wait", with = "humantime_serde")]
+    pub default_timeout: Duration,
+    /// Upper bound on a client's `timeout_ms`.
+    #[serde(default = "defaults::max_wait", with = "humantime_serde")]
+    pub max_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long an access token the homeserver accepted is trusted without asking again.
+    #[serde(default = "defaults::token_ttl", with = "humantime_serde")]
+    pub token_cache_ttl: Duration,
+    /// How many accepted tokens are remembered at most.
+    #[serde(default = "defaults::token_entries")]
+    pub token_cache_entries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `ipfs_media_proxy=debug`, ...); `RUST_LOG` wins when set.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+mod defaults {
+    use super::*;
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn gateway_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn cache_max_bytes() -> ByteSize {
+        ByteSize::mib(512)
+    }
+    pub fn cache_max_item_bytes() -> ByteSize {
+        ByteSize::mib(64)
+    }
+    pub fn media_max_bytes() -> ByteSize {
+        ByteSize::mib(100)
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn default_wait() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn max_wait() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn token_ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn token_entries() -> u64 {
+        10_000
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: defaults::cache_max_bytes(),
+            max_item_bytes: defaults::cache_max_item_bytes(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: defaults::media_max_bytes(),
+            legacy_unauthenticated: true,
+            default_timeout: defaults::default_wait(),
+            max_timeout: defaults::max_wait(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_cache_ttl: defaults::token_ttl(),
+            token_cache_entries: defaults::token_entries(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: defaults::log_level(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads `path` and the `IPFS_MEDIA_PROXY_*` environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)).merge(env()))
+    }
+
+    /// Parses TOML text alone (tests, embedding).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.server.listen.addrs().is_empty() {
+            return invalid("server.listen", "at least one address is needed");
+        }
+        if self.homeserver.url.scheme() != "http" || self.homeserver.url.host().is_none() {
+            return invalid(
+                "homeserver.url",
+                "must be an http:// URL with a host (TLS belongs to the reverse proxy in front)",
+            );
+        }
+        if self.gateways.is_empty() {
+            return invalid("gateways", "at least one [[gateways]] entry is needed");
+        }
+        for gateway in &self.gateways {
+            if !matches!(gateway.url.scheme(), "http" | "https") || gateway.url.host().is_none() {
+                return invalid(
+                    "gateways.url",
+                    "must be an http:// or https:// URL with a host",
+                );
+            }
+            if gateway.url.query().is_some() || gateway.url.fragment().is_some() {
+                return invalid("gateways.url", "must not carry a query or fragment");
+            }
+            if gateway.timeout.is_zero() {
+                return invalid("gateways.timeout", "must be more than zero");
+            }
+        }
+        if self.cache.max_item_bytes > self.cache.max_bytes {
+            return invalid("cache.max_item_bytes", "must not exceed cache.max_bytes");
+        }
+        if self.cache.max_item_bytes.as_u64() > u64::from(u32::MAX) {
+            return invalid("cache.max_item_bytes", "must be under 4 GiB");
+        }
+        if self.media.max_bytes.as_u64() == 0 {
+            return invalid("media.max_bytes", "must be more than zero");
+        }
+        if self.media.default_timeout > self.media.max_timeout {
+            return invalid("media.default_timeout", "must not exceed media.max_timeout");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "not a valid tracing filter");
+        }
+        Ok(())
+    }
+
+    /// The configuration as the startup log shows it. Nothing in it is secret yet; when a key
+    /// that is (gateway credentials) arrives, it is redacted here.
+    pub fn summary(&self) -> String {
+        let gateways: Vec<&str> = self.gateways.iter().map(|g| g.url.as_str()).collect();
+        format!(
+            "listen={:?} homeserver={} gateways={:?} cache.max_bytes={} cache.max_item_bytes={} media.max_bytes={} media.legacy_unauthenticated={}",
+            self.server.listen.addrs(),
+            self.homeserver.url,
+            gateways,
+            self.cache.max_bytes.display().iec(),
+            self.cache.max_item_bytes.display().iec(),
+            self.media.max_bytes.display().iec(),
+            self.media.legacy_unauthenticated,
+        )
+    }
+}
+
+fn env() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        listen = "127.0.0.1:8009"
+        [homeserver]
+        url = "http://127.0.0.1:8008"
+        [[gateways]]
+        url = "http://127.0.0.1:8080"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.cache.max_bytes, ByteSize::mib(512));
+        assert_eq!(c.media.max_bytes, ByteSize::mib(100));
+        assert!(c.media.legacy_unauthenticated);
+        assert_eq!(c.media.default_timeout, Duration::from_secs(20));
+        assert_eq!(c.auth.token_cache_ttl, Duration::from_secs(60));
+        assert_eq!(c.server.listen.addrs().len(), 1);
+    }
+
+    #[test]
+    fn human_sizes_durations_and_address_lists() {
+        let text = MINIMAL.replace(
+            "listen = \"127.0.0.1:8009\"",
+            "listen = [\"127.0.0.1:8009\", \"[::1]:8009\"]\nshutdown_grace = \"2m 5s\"",
+        ) + "[cache]\nmax_bytes = \"1 GiB\"\nmax_item_bytes = \"10MB\"\n";
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.server.listen.addrs().len(), 2);
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(125));
+        assert_eq!(c.cache.max_bytes, ByteSize::gib(1));
+        assert_eq!(c.cache.max_item_bytes, ByteSize::mb(10));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml(&(MINIMAL.to_owned() + "[cache]\nmax_byte = \"1GiB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_byte"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::from_toml(&(MINIMAL.to_owned() + "[media]\nmax_bytes = \"lots\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("media.max_bytes"), "{err}");
+        let err = Config::from_toml(&MINIMAL.replace("http://127.0.0.1:8008", "ftp://x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("homeserver.url"), "{err}");
+    }
+
+    #[test]
+    fn item_limit_cannot_exceed_cache() {
+        let err = Config::from_toml(
+            &(MINIMAL.to_owned() + "[cache]\nmax_bytes = \"1MiB\"\nmax_item_bytes = \"2MiB\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cache.max_item_bytes"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", MINIMAL)?;
+            jail.set_env("IPFS_MEDIA_PROXY_CACHE__MAX_BYTES", "1GiB");
+            jail.set_env("IPFS_MEDIA_PROXY_MEDIA__LEGACY_UNAUTHENTICATED", "false");
+            jail.set_env(
+                "IPFS_MEDIA_PROXY_GATEWAYS",
+                r#"[{url="http://127.0.0.1:9999"}]"#,
+            );
+            let c = Config::load(Path::new("c.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.cache.max_bytes, ByteSize::gib(1));
+            assert!(!c.media.legacy_unauthenticated);
+            assert_eq!(c.gateways[0].url.as_str(), "http://127.0.0.1:9999/");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = include_str!("../config/ipfs-media-proxy.toml");
+        Config::from_toml(text).unwrap();
+    }
+}

@@ -1,0 +1,158 @@
+//! The homeserver behind us: pass-through of every request that is not ours, and the token
+//! check that authenticated media needs.
+//!
+//! One pooled keep-alive HTTP/1.1 client. Bodies are never buffered: the client's body
+//! streams up and the homeserver's streams down.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::HomeserverConfig;
+use crate::error::MatrixError;
+use crate::forwarding;
+
+#[derive(Clone)]
+pub struct Homeserver {
+    client: Client<HttpConnector, Body>,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Homeserver {
+    pub fn new(config: &HomeserverConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector);
+        let authority = Authority::try_from(config.url.authority())
+            .expect("validated config: homeserver.url has a host");
+        Self {
+            client,
+            scheme: Scheme::HTTP,
+            authority,
+        }
+    }
+
+    fn uri(&self, path_and_query: PathAndQuery) -> Uri {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .expect("scheme, authority and path are each valid")
+    }
+
+    /// Sends a client's request on, byte for byte: same method, raw path and query (no
+    /// `%xx` normalising), same headers but hop-by-hop ones, same `Host`.
+    pub async fn forward(
+        &self,
+        request: Request<Body>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, MatrixError> {
+        let (mut parts, body) = request.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // HTTP/2 clients send `:authority` instead of `Host`; the homeserver speaks HTTP/1.1.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        forwarding::strip_hop_by_hop(&mut parts.headers);
+        forwarding::add_forwarded(&mut parts.headers, peer, host.as_ref());
+        if let Some(host) = host {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts.uri = self.uri(path_and_query);
+        parts.version = Version::HTTP_11;
+        let mut response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %error_chain(&error), "homeserver request failed");
+                MatrixError::bad_gateway("the homeserver could not be reached")
+            })?;
+        forwarding::strip_hop_by_hop(response.headers_mut());
+        Ok(response.map(|body| {
+            body.map_err(|error| {
+                tracing::warn!(error = %error_chain(&error), "homeserver response broke off");
+                Box::new(error) as crate::body::BoxError
+            })
+            .boxed()
+        }))
+    }
+
+    /// Asks `GET /_matrix/client/v3/account/whoami` on the caller's behalf, with its
+    /// credentials and origin. Returns the homeserver's answer as is.
+    pub async fn whoami(
+        &self,
+        authorization: Option<&HeaderValue>,
+        access_token_query: Option<&str>,
+        forwarded: &http::HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, MatrixError> {
+        let path = match access_token_query {
+            Some(token) => format!("/_matrix/client/v3/account/whoami?access_token={token}"),
+            None => "/_matrix/client/v3/account/whoami".to_owned(),
+        };
+        let path = PathAndQuery::try_from(path).map_err(|_| {
+            MatrixError::new(
+                http::StatusCode::UNAUTHORIZED,
+                "M_UNKNOWN_TOKEN",
+                "malformed access token",
+            )
+        })?;
+        let mut request = Request::new(crate::body::empty());
+        *request.uri_mut() = self.uri(path);
+        let headers = request.headers_mut();
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, value.clone());
+        }
+        for name in [header::USER_AGENT, header::HOST] {
+            if let Some(value) = forwarded.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+            if let Some(value) = forwarded.get(name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        forwarding::add_forwarded(headers, peer, forwarded.get(header::HOST));
+        let response = self.client.request(request).await.map_err(|error| {
+            tracing::warn!(error = %error_chain(&error), "token check: homeserver unreachable");
+            MatrixError::bad_gateway("the homeserver could not be asked to check the access token")
+        })?;
+        Ok(response.map(|body| {
+            body.map_err(|e| Box::new(e) as crate::body::BoxError)
+                .boxed()
+        }))
+    }
+}
+
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

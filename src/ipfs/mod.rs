@@ -1,0 +1,3 @@
+//! Talking to IPFS.
+
+pub mod gateway;

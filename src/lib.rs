@@ -1,0 +1,24 @@
+//! ipfs-media-proxy: a reverse-proxy sidecar that serves MSC2706 `ipfs:` media for any Matrix
+//! homeserver and passes every other request through untouched.
+//!
+//! Data flows one way: `server` accepts -> `app` routes (`router`) -> `auth` checks tokens ->
+//! `resolve` finds bytes (`cache`, then one shared `ipfs::gateway` fetch) -> `media` answers.
+//! Everything that is not ours goes to `homeserver`.
+
+pub mod access_log;
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod forwarding;
+pub mod homeserver;
+pub mod ipfs;
+pub mod media;
+pub mod resolve;
+pub mod router;
+pub mod server;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,7 @@
+//! Serving ipfs media the way a homeserver's media repository does.
+
+pub mod download;
+pub mod headers;
+pub mod media_id;
+pub mod range;
+pub mod sniff;

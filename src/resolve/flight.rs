@@ -1,0 +1,366 @@
+//! One gateway fetch shared by every request for the same content.
+//!
+//! A spawned task reads the gateway's bytes into a chunk list; each request holds a
+//! [`Subscription`] with its own cursor into that list, so the first byte reaches every client
+//! as soon as it arrives. Items small enough to cache keep every chunk (late joiners start at
+//! byte 0, and the whole item goes to the cache at the end). Larger items keep only what the
+//! slowest reader has not read yet, and the task waits when that exceeds [`WINDOW`] bytes, so
+//! a 1 GiB item costs a few MiB of memory however slow the client.
+//!
+//! The task lives exactly as long as some request holds a subscription: when the last one is
+//! dropped (client gone, timeout), the fetch is cancelled.
+//!
+//! No crate does this: broadcast channels drop messages for slow receivers, and moka's
+//! `get_with` coalesces only whole values, which would make every client wait for the last byte.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::Notify;
+
+use crate::ipfs::gateway::{FetchError, GatewayResponse};
+use crate::media::sniff;
+
+/// Bytes a non-cacheable fetch may run ahead of its slowest reader.
+pub const WINDOW: usize = 4 * 1024 * 1024;
+
+/// What a request needs to answer before the bytes: known once the first bytes are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Length the gateway announced; the fetch fails if the bytes disagree.
+    pub content_length: Option<u64>,
+    pub sniffed: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Larger content is refused (`media.max_bytes`).
+    pub max_bytes: u64,
+    /// Content up to this size is kept whole for the cache (`cache.max_item_bytes`).
+    pub max_cached_bytes: u64,
+}
+
+/// A completed fetch, handed to whoever caches it.
+pub struct Complete {
+    pub bytes: Bytes,
+    pub sniffed: Option<&'static str>,
+}
+
+enum HeadState {
+    Pending,
+    Ready(Head),
+    Failed(FetchError),
+}
+
+struct State {
+    head: HeadState,
+    chunks: VecDeque<Bytes>,
+    /// Absolute index of `chunks[0]`: how many chunks were released.
+    first: usize,
+    /// Bytes held in `chunks`.
+    held: usize,
+    end: Option<Result<(), FetchError>>,
+    /// Every chunk is kept (the item may still be cached).
+    retain: bool,
+    /// Each subscriber's next chunk index.
+    cursors: HashMap<u64, usize>,
+    next_id: u64,
+}
+
+impl State {
+    /// Drops chunks every reader has passed (only once the item can no longer be cached).
+    fn release(&mut self) {
+        if self.retain {
+            return;
+        }
+        let min = self
+            .cursors
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.first + self.chunks.len());
+        while self.first < min {
+            match self.chunks.pop_front() {
+                Some(chunk) => {
+                    self.held -= chunk.len();
+                    self.first += 1;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                head: HeadState::Pending,
+                chunks: VecDeque::new(),
+                first: 0,
+                held: 0,
+                end: None,
+                retain: true,
+                cursors: HashMap::new(),
+                next_id: 0,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves consistent data (every update is a single
+        // step), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// New readers can join only while chunk 0 is still held.
+    pub(crate) fn joinable(&self) -> bool {
+        let s = self.lock();
+        s.first == 0 && !matches!(s.head, HeadState::Failed(_)) && !matches!(s.end, Some(Err(_)))
+    }
+
+    pub(crate) fn add_reader(&self) -> u64 {
+        let mut s = self.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        s.cursors.insert(id, 0);
+        id
+    }
+
+    pub(crate) fn remove_reader(&self, id: u64) {
+        let mut s = self.lock();
+        s.cursors.remove(&id);
+        s.release();
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Reads the gateway's body into the chunk list. Returns the whole item when it may be
+    /// cached.
+    pub(crate) async fn produce(
+        &self,
+        fetch: impl std::future::Future<Output = Result<GatewayResponse, FetchError>>,
+        limits: Limits,
+    ) -> Option<Complete> {
+        let result = self.produce_inner(fetch, limits).await;
+        let mut s = self.lock();
+        let complete = match result {
+            Ok(sniffed) => {
+                s.end = Some(Ok(()));
+                s.retain.then(|| Complete {
+                    bytes: concat(&s.chunks, s.held),
+                    sniffed,
+                })
+            }
+            Err(error) => {
+                if let HeadState::Pending = s.head {
+                    s.head = HeadState::Failed(error.clone());
+                }
+                s.end = Some(Err(error));
+                None
+            }
+        };
+        drop(s);
+        self.changed.notify_waiters();
+        complete
+    }
+
+    async fn produce_inner(
+        &self,
+        fetch: impl std::future::Future<Output = Result<GatewayResponse, FetchError>>,
+        limits: Limits,
+    ) -> Result<Option<&'static str>, FetchError> {
+        let GatewayResponse {
+            content_length,
+            mut body,
+        } = fetch.await?;
+        if content_length.is_some_and(|len| len > limits.max_bytes) {
+            return Err(FetchError::TooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        self.lock().retain = content_length.is_none_or(|len| len <= limits.max_cached_bytes);
+        let mut prefix = Vec::new();
+        let mut received: u64 = 0;
+        let mut head_sent = false;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                continue;
+            }
+            received += chunk.len() as u64;
+            if received > limits.max_bytes {
+                return Err(FetchError::TooLarge {
+                    limit: limits.max_bytes,
+                });
+            }
+            if content_length.is_some_and(|len| received > len) {
+                return Err(FetchError::Upstream(
+                    "the gateway sent more bytes than it announced".into(),
+                ));
+            }
+            if prefix.len() < sniff::SNIFF_LEN {
+                let take = (sniff::SNIFF_LEN - prefix.len()).min(chunk.len());
+                prefix.extend_from_slice(&chunk[..take]);
+            }
+            self.wait_for_room().await;
+            let mut s = self.lock();
+            s.held += chunk.len();
+            s.chunks.push_back(chunk);
+            if s.retain && received > limits.max_cached_bytes {
+                s.retain = false;
+            }
+            s.release();
+            if !head_sent && prefix.len() >= sniff::SNIFF_LEN {
+                head_sent = true;
+                s.head = HeadState::Ready(Head {
+                    content_length,
+                    sniffed: sniff::sniff(&prefix),
+                });
+            }
+            drop(s);
+            self.changed.notify_waiters();
+        }
+        if content_length.is_some_and(|len| received != len) {
+            return Err(FetchError::Upstream(
+                "the gateway's response ended before the announced length".into(),
+            ));
+        }
+        let sniffed = sniff::sniff(&prefix);
+        if !head_sent {
+            self.lock().head = HeadState::Ready(Head {
+                content_length: Some(received),
+                sniffed,
+            });
+        }
+        Ok(sniffed)
+    }
+
+    /// Backpressure for non-cacheable items: wait while the slowest reader is a window behind.
+    async fn wait_for_room(&self) {
+        loop {
+            let notified = self.changed.notified();
+            {
+                let s = self.lock();
+                if s.retain || s.held < WINDOW {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) async fn head(&self) -> Result<Head, FetchError> {
+        loop {
+            let notified = self.changed.notified();
+            match &self.lock().head {
+                HeadState::Ready(head) => return Ok(head.clone()),
+                HeadState::Failed(error) => return Err(error.clone()),
+                HeadState::Pending => {}
+            }
+            notified.await;
+        }
+    }
+
+    /// The next chunk for reader `id`, `None` at a clean end.
+    pub(crate) async fn next_chunk(&self, id: u64) -> Option<Result<Bytes, FetchError>> {
+        loop {
+            let notified = self.changed.notified();
+            {
+                let mut s = self.lock();
+                let cursor = *s.cursors.get(&id)?;
+                if let Some(chunk) = s.chunks.get(cursor - s.first).cloned() {
+                    s.cursors.insert(id, cursor + 1);
+                    if !s.retain {
+                        s.release();
+                        drop(s);
+                        // The producer may be waiting for room.
+                        self.changed.notify_waiters();
+                    }
+                    return Some(Ok(chunk));
+                }
+                match &s.end {
+                    Some(Ok(())) => return None,
+                    Some(Err(error)) => return Some(Err(error.clone())),
+                    None => {}
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+fn concat(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks[0].clone();
+    }
+    let mut all = BytesMut::with_capacity(len);
+    for chunk in chunks {
+        all.extend_from_slice(chunk);
+    }
+    all.freeze()
+}
+
+/// The bytes `[skip, skip + take)` of a reader's stream; ends as soon as the range is out.
+pub(crate) fn byte_range<S>(
+    chunks: S,
+    skip: u64,
+    take: Option<u64>,
+) -> impl Stream<Item = Result<Bytes, FetchError>>
+where
+    S: Stream<Item = Result<Bytes, FetchError>>,
+{
+    let end = take.map(|t| skip + t);
+    chunks
+        .scan(0u64, move |position, chunk| {
+            if end.is_some_and(|e| *position >= e) {
+                return std::future::ready(None);
+            }
+            let item = match chunk {
+                Err(e) => Some(Err(e)),
+                Ok(chunk) => {
+                    let start = *position;
+                    let len = chunk.len() as u64;
+                    *position = start + len;
+                    let from = skip.saturating_sub(start).min(len) as usize;
+                    let to = end.map_or(len, |e| e.saturating_sub(start).min(len)) as usize;
+                    (from < to).then(|| Ok(chunk.slice(from..to)))
+                }
+            };
+            std::future::ready(Some(item))
+        })
+        .filter_map(std::future::ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    async fn collect_range(chunks: &[&'static [u8]], skip: u64, take: Option<u64>) -> Vec<u8> {
+        let s = stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))));
+        let parts: Vec<_> = byte_range(s, skip, take).collect().await;
+        parts
+            .into_iter()
+            .flat_map(|p| p.unwrap().to_vec())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ranges_across_chunks() {
+        let chunks: &[&[u8]] = &[b"0123", b"4567", b"89"];
+        assert_eq!(collect_range(chunks, 0, None).await, b"0123456789");
+        assert_eq!(collect_range(chunks, 3, Some(3)).await, b"345");
+        assert_eq!(collect_range(chunks, 8, None).await, b"89");
+        assert_eq!(collect_range(chunks, 4, Some(4)).await, b"4567");
+        assert_eq!(collect_range(chunks, 9, Some(1)).await, b"9");
+    }
+}

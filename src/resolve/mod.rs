@@ -1,0 +1,210 @@
+//! From a CID to bytes: the cache first, then a fetch shared by every request for that CID.
+//!
+//! The cache lookup and the flight table are consulted under one lock, and a finished fetch
+//! fills the cache and leaves the table under that same lock, so a request arriving at the
+//! moment a fetch completes finds one or the other, never neither (which would fetch twice).
+
+mod flight;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::Stream;
+use tokio::task::AbortHandle;
+
+use crate::cache::{CachedMedia, MediaCache};
+use crate::ipfs::gateway::{FetchError, Gateways};
+use crate::media::media_id::IpfsMedia;
+
+use flight::{byte_range, Shared};
+pub use flight::{Head, Limits, WINDOW};
+
+pub enum Resolved {
+    Cached(Arc<CachedMedia>),
+    /// A fetch is under way; `joined` says whether this request started it.
+    Fetching {
+        subscription: Subscription,
+        joined: bool,
+    },
+}
+
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: MediaCache,
+    gateways: Gateways,
+    limits: Limits,
+    flights: Mutex<HashMap<Cid, Entry>>,
+}
+
+struct Entry {
+    shared: Arc<Shared>,
+    flight: Weak<Flight>,
+}
+
+impl Inner {
+    fn flights(&self) -> MutexGuard<'_, HashMap<Cid, Entry>> {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Resolver {
+    pub fn new(cache: MediaCache, gateways: Gateways, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cache,
+                gateways,
+                limits,
+                flights: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn cache(&self) -> &MediaCache {
+        &self.inner.cache
+    }
+
+    /// The cached item, or a subscription to the (possibly new) fetch of it.
+    pub fn resolve(&self, media: &IpfsMedia) -> Resolved {
+        let key = media.canonical;
+        if let Some(hit) = self.inner.cache.get(&key) {
+            return Resolved::Cached(hit);
+        }
+        let mut flights = self.inner.flights();
+        if let Some(hit) = self.inner.cache.get(&key) {
+            return Resolved::Cached(hit);
+        }
+        // Strong references taken under the lock are dropped only after it is released:
+        // dropping the last one runs `Flight::drop`, which takes the lock.
+        let existing = flights.get(&key).and_then(|e| e.flight.upgrade());
+        if let Some(flight) = existing.as_ref().filter(|f| f.shared.joinable()) {
+            let id = flight.shared.add_reader();
+            let subscription = Subscription {
+                flight: Arc::clone(flight),
+                id,
+            };
+            drop(flights);
+            return Resolved::Fetching {
+                subscription,
+                joined: true,
+            };
+        }
+        let (flight, id) = self.start(key, media.cid);
+        flights.insert(
+            key,
+            Entry {
+                shared: Arc::clone(&flight.shared),
+                flight: Arc::downgrade(&flight),
+            },
+        );
+        drop(flights);
+        drop(existing);
+        Resolved::Fetching {
+            subscription: Subscription { flight, id },
+            joined: false,
+        }
+    }
+
+    /// Spawns the fetch with its first reader already registered, so that no chunk can be
+    /// released before that reader sees it.
+    fn start(&self, key: Cid, cid: Cid) -> (Arc<Flight>, u64) {
+        let shared = Shared::new();
+        let id = shared.add_reader();
+        let inner = Arc::clone(&self.inner);
+        let task_shared = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            let complete = task_shared
+                .produce(inner.gateways.fetch(&cid), inner.limits)
+                .await;
+            let mut flights = inner.flights();
+            if let Some(complete) = complete {
+                let item = CachedMedia {
+                    bytes: complete.bytes,
+                    sniffed: complete.sniffed,
+                };
+                inner.cache.insert(key, Arc::new(item));
+            }
+            if flights
+                .get(&key)
+                .is_some_and(|e| Arc::ptr_eq(&e.shared, &task_shared))
+            {
+                flights.remove(&key);
+            }
+        });
+        let flight = Arc::new(Flight {
+            key,
+            shared,
+            inner: Arc::downgrade(&self.inner),
+            task: task.abort_handle(),
+        });
+        (flight, id)
+    }
+
+    /// Fetches under way (tests and metrics).
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights().len()
+    }
+}
+
+/// A running fetch; cancelled when the last subscriber lets go of it.
+struct Flight {
+    key: Cid,
+    shared: Arc<Shared>,
+    inner: Weak<Inner>,
+    task: AbortHandle,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(inner) = self.inner.upgrade() {
+            let mut flights = inner.flights();
+            if flights
+                .get(&self.key)
+                .is_some_and(|e| Arc::ptr_eq(&e.shared, &self.shared))
+            {
+                flights.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// One request's place in a shared fetch.
+pub struct Subscription {
+    flight: Arc<Flight>,
+    id: u64,
+}
+
+impl Subscription {
+    /// Waits for the first bytes (or the failure).
+    pub async fn head(&self) -> Result<Head, FetchError> {
+        self.flight.shared.head().await
+    }
+
+    /// The bytes `[skip, skip + take)`, as they arrive.
+    pub fn into_stream(
+        self,
+        skip: u64,
+        take: Option<u64>,
+    ) -> impl Stream<Item = Result<Bytes, FetchError>> + Send + 'static {
+        let chunks = futures_util::stream::unfold(self, |subscription| async move {
+            let next = subscription
+                .flight
+                .shared
+                .next_chunk(subscription.id)
+                .await?;
+            Some((next, subscription))
+        });
+        byte_range(chunks, skip, take)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.flight.shared.remove_reader(self.id);
+    }
+}
