@@ -35,6 +35,8 @@ pub struct RequestLog {
     pub route: RouteKind,
     pub cache: Option<&'static str>,
     pub status: StatusCode,
+    /// Body bytes the response announced (`Content-Length`; zero for HEAD, 204, 304).
+    pub announced: Option<u64>,
     pub started: Instant,
 }
 
@@ -70,8 +72,11 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(log) = this.log.take() {
-                // hyper stops polling once a body says it is at its end, so "ended" is either.
-                let complete = *this.ended || this.inner.is_end_stream();
+                // hyper stops polling once a body is at its end or has sent its announced
+                // length, so any of the three means the client got everything.
+                let complete = *this.ended
+                    || this.inner.is_end_stream()
+                    || log.announced == Some(*this.bytes);
                 log.emit(*this.bytes, complete);
             }
         }

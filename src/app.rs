@@ -108,12 +108,26 @@ impl App {
             .extensions()
             .get::<CacheOutcome>()
             .map(|c| c.as_str());
+        let status = response.status();
+        let announced = if method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Some(0)
+        } else {
+            response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
         let log = RequestLog {
             method,
             path,
             route,
             cache,
-            status: response.status(),
+            status,
+            announced,
             started,
         };
         response.map(|body| Logged::new(body, log).boxed())

@@ -36,8 +36,12 @@ impl MediaCache {
         self.items.get(key)
     }
 
+    /// Inserts and applies evictions at once: moka otherwise batches them, and until then an
+    /// item over the bound stays readable, so memory could overshoot by many large items.
+    /// Inserts happen once per completed fetch, so the cost is off the hit path.
     pub fn insert(&self, key: Cid, item: Arc<CachedMedia>) {
         self.items.insert(key, item);
+        self.items.run_pending_tasks();
     }
 
     /// Bytes held, after pending evictions are applied.
@@ -75,6 +79,8 @@ mod tests {
             });
             cache.insert(key(n), item);
             assert!(cache.weighted_size() <= 10_000);
+            let readable = (0..=n).filter(|m| cache.get(&key(*m)).is_some()).count();
+            assert!(readable <= 10, "{readable} items of 1000 bytes readable");
         }
         assert!(cache.entry_count() <= 10);
         assert!(cache.entry_count() >= 1);

@@ -378,6 +378,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", MINIMAL)?;

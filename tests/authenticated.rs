@@ -1,0 +1,185 @@
+//! Authenticated media (MSC3916): the homeserver decides who may download.
+
+mod support;
+
+use std::time::Duration;
+
+use support::gateway::GatewayStub;
+use support::homeserver::HomeserverStub;
+use support::{bounded, client, json, Proxy, ProxyBuilder};
+
+const BYTES: &[u8] = b"some media bytes";
+
+async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy, String) {
+    let hs = HomeserverStub::new();
+    let gw = GatewayStub::new();
+    let cid = gw.add(BYTES);
+    let proxy = ProxyBuilder::new(hs.start().await)
+        .gateway(gw.start().await)
+        .toml(extra)
+        .start()
+        .await;
+    (hs, gw, proxy, cid)
+}
+
+fn path(cid: &str) -> String {
+    format!("/_matrix/client/v1/media/download/example.org/ipfs:{cid}")
+}
+
+#[tokio::test]
+async fn accepted_token_is_served_and_remembered() {
+    bounded(30, async {
+        let (hs, _gw, proxy, cid) = setup("").await;
+        for _ in 0..5 {
+            let r = client()
+                .get(proxy.url(&path(&cid)))
+                .bearer_auth("good")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.bytes().await.unwrap().as_ref(), BYTES);
+        }
+        assert_eq!(hs.whoami_calls(), 1, "one check for five requests");
+        // The query-parameter form of the same token shares the remembered answer.
+        let r = client()
+            .get(proxy.url(&format!("{}?access_token=good", path(&cid))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(hs.whoami_calls(), 1);
+        // The check carried the caller's credentials and origin.
+        let check = hs.last();
+        assert_eq!(check.target, "/_matrix/client/v3/account/whoami");
+        assert_eq!(check.headers["authorization"], "Bearer good");
+        assert_eq!(check.headers["x-forwarded-for"], "127.0.0.1");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unstable_alias_and_query_token() {
+    bounded(30, async {
+        let (hs, _gw, proxy, cid) = setup("").await;
+        let url = proxy.url(&format!(
+            "/_matrix/client/unstable/org.matrix.msc3916/media/download/x/ipfs%3A{cid}/f.bin?access_token=good"
+        ));
+        let r = client().get(url).header("user-agent", "nio-test").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let check = hs.last();
+        assert_eq!(check.target, "/_matrix/client/v3/account/whoami?access_token=good");
+        assert_eq!(check.headers["user-agent"], "nio-test");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refusals_are_the_homeservers_own_and_never_remembered() {
+    bounded(30, async {
+        let (hs, gw, proxy, cid) = setup("").await;
+        let cases: [(Option<&str>, u16, &str); 3] = [
+            (None, 401, "M_MISSING_TOKEN"),
+            (Some("bad"), 401, "M_UNKNOWN_TOKEN"),
+            (Some("gone"), 403, "M_FORBIDDEN"),
+        ];
+        for (token, status, errcode) in cases {
+            for _ in 0..2 {
+                let mut request = client().get(proxy.url(&path(&cid)));
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let r = request.send().await.unwrap();
+                assert_eq!(r.status(), status, "{token:?}");
+                assert_eq!(
+                    r.headers()["x-homeserver"],
+                    "said-so",
+                    "passed through unchanged"
+                );
+                assert_eq!(json(&r.bytes().await.unwrap())["errcode"], errcode);
+            }
+        }
+        assert_eq!(hs.whoami_calls(), 6, "refusals are asked again every time");
+        assert_eq!(gw.hits(&cid), 0, "nothing is fetched for a refused caller");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn remembered_tokens_expire() {
+    bounded(30, async {
+        let (hs, _gw, proxy, cid) = setup("[auth]\ntoken_cache_ttl = \"300ms\"").await;
+        let get = || {
+            client()
+                .get(proxy.url(&path(&cid)))
+                .bearer_auth("good")
+                .send()
+        };
+        assert_eq!(get().await.unwrap().status(), 200);
+        assert_eq!(get().await.unwrap().status(), 200);
+        assert_eq!(hs.whoami_calls(), 1);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(get().await.unwrap().status(), 200);
+        assert_eq!(hs.whoami_calls(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn homeserver_that_cannot_be_asked_gives_502_never_access() {
+    bounded(30, async {
+        let gw = GatewayStub::new();
+        let cid = gw.add(BYTES);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let proxy = ProxyBuilder::new(closed)
+            .gateway(gw.start().await)
+            .start()
+            .await;
+        let r = client()
+            .get(proxy.url(&path(&cid)))
+            .bearer_auth("good")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNKNOWN");
+        assert_eq!(gw.hits(&cid), 0);
+        // The legacy route needs no homeserver at all.
+        let r = client()
+            .get(proxy.url(&format!("/_matrix/media/v3/download/x/ipfs:{cid}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_cid_is_checked_after_the_token() {
+    bounded(30, async {
+        let (_hs, _gw, proxy, _cid) = setup("").await;
+        let r = client()
+            .get(proxy.url(&path("notacid")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            401,
+            "no token: the client learns nothing about the ID"
+        );
+        let r = client()
+            .get(proxy.url(&path("notacid")))
+            .bearer_auth("good")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_NOT_FOUND");
+    })
+    .await;
+}

@@ -1,0 +1,63 @@
+//! Bodies stream: moving 200 MiB each way through the proxy must not grow memory by anything
+//! like 200 MiB. Alone in its own test binary so no other test's allocations blur the figure.
+
+mod support;
+
+use support::homeserver::HomeserverStub;
+use support::{bounded, client, json, pattern, ProxyBuilder};
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_mib_each_way_keeps_rss_flat() {
+    bounded(120, async {
+        let hs = HomeserverStub::new();
+        let proxy = ProxyBuilder::new(hs.start().await).start().await;
+        // Warm up pools and allocator arenas with a small transfer first.
+        let _ = client()
+            .get(proxy.url("/stream/1048576"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let before = rss_bytes();
+
+        let mut response = client()
+            .get(proxy.url(&format!("/stream/{}", 200 * MIB)))
+            .send()
+            .await
+            .unwrap();
+        let mut received = 0usize;
+        while let Some(part) = response.chunk().await.unwrap() {
+            received += part.len();
+        }
+        assert_eq!(received, 200 * MIB);
+
+        let block = bytes::Bytes::from(pattern(MIB, 3));
+        let blocks = std::iter::repeat_n(block, 200).map(Ok::<_, std::io::Error>);
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(blocks));
+        let response = client()
+            .post(proxy.url("/count"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(&response.bytes().await.unwrap())["len"], 200 * MIB);
+
+        let growth = rss_bytes().saturating_sub(before);
+        assert!(
+            growth < 32 * MIB as u64,
+            "RSS grew by {} MiB while moving 400 MiB",
+            growth / MIB as u64
+        );
+    })
+    .await;
+}

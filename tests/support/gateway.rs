@@ -1,0 +1,193 @@
+//! A stub IPFS path gateway: `GET /ipfs/{cid}` from a table, with faults on demand.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::stream;
+use http::{Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use super::StubBody;
+
+/// How the stub answers for one CID.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// 200 with `Content-Length`.
+    Serve,
+    /// 200 chunked, no length.
+    NoLength,
+    /// Waits this long before answering.
+    Delay(Duration),
+    /// Sends this many bytes, then waits for `release` before the rest.
+    HoldAfter(usize, Arc<Notify>),
+    /// Sends this many bytes, then nothing, forever.
+    StallAfter(usize),
+    /// Announces this length but sends the real bytes.
+    ClaimLength(u64),
+    /// Answers with this status and a short body.
+    Status(StatusCode),
+}
+
+struct Item {
+    bytes: Bytes,
+    behaviour: Behaviour,
+}
+
+#[derive(Clone, Default)]
+pub struct GatewayStub {
+    items: Arc<Mutex<HashMap<String, Item>>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// The CIDv1 (raw, sha2-256) a real node gives these bytes with `--raw-leaves`.
+pub fn raw_cid(bytes: &[u8]) -> Cid {
+    let digest = Sha256::digest(bytes);
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    Cid::new_v1(0x55, hash)
+}
+
+impl GatewayStub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds content and returns its CID text (base32 CIDv1).
+    pub fn add(&self, bytes: impl Into<Bytes>) -> String {
+        self.add_with(bytes, Behaviour::Serve)
+    }
+
+    pub fn add_with(&self, bytes: impl Into<Bytes>, behaviour: Behaviour) -> String {
+        let bytes = bytes.into();
+        let cid = raw_cid(&bytes).to_string();
+        self.items
+            .lock()
+            .unwrap()
+            .insert(cid.clone(), Item { bytes, behaviour });
+        cid
+    }
+
+    /// Serves bytes under any CID text (the stub checks nothing).
+    pub fn add_under(&self, cid: &str, bytes: impl Into<Bytes>) {
+        let item = Item {
+            bytes: bytes.into(),
+            behaviour: Behaviour::Serve,
+        };
+        self.items.lock().unwrap().insert(cid.to_owned(), item);
+    }
+
+    /// Requests the stub received for this CID.
+    pub fn hits(&self, cid: &str) -> usize {
+        self.hits.lock().unwrap().get(cid).copied().unwrap_or(0)
+    }
+
+    pub async fn start(&self) -> SocketAddr {
+        let stub = self.clone();
+        let (addr, _task) = super::serve(move |req| {
+            let stub = stub.clone();
+            async move { stub.answer(req.uri().path()).await }
+        })
+        .await;
+        addr
+    }
+
+    async fn answer(&self, path: &str) -> Response<StubBody> {
+        let Some(cid) = path.strip_prefix("/ipfs/") else {
+            return status(StatusCode::BAD_REQUEST);
+        };
+        *self.hits.lock().unwrap().entry(cid.to_owned()).or_default() += 1;
+        let found = self
+            .items
+            .lock()
+            .unwrap()
+            .get(cid)
+            .map(|i| (i.bytes.clone(), i.behaviour.clone()));
+        let Some((bytes, behaviour)) = found else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        let len = bytes.len();
+        match behaviour {
+            Behaviour::Serve => with_length(full(bytes), len as u64),
+            Behaviour::NoLength => Response::new(chunks(bytes, None)),
+            Behaviour::Delay(d) => {
+                tokio::time::sleep(d).await;
+                with_length(full(bytes), len as u64)
+            }
+            Behaviour::HoldAfter(n, release) => {
+                with_length(chunks(bytes, Some((n, Hold::Until(release)))), len as u64)
+            }
+            Behaviour::StallAfter(n) => {
+                with_length(chunks(bytes, Some((n, Hold::Forever))), len as u64)
+            }
+            // The pause lets the real bytes reach the wire before the connection ends short.
+            Behaviour::ClaimLength(claimed) => with_length(
+                chunks(bytes, Some((len, Hold::Sleep(Duration::from_millis(300))))),
+                claimed,
+            ),
+            Behaviour::Status(code) => status(code),
+        }
+    }
+}
+
+enum Hold {
+    Until(Arc<Notify>),
+    Sleep(Duration),
+    Forever,
+}
+
+fn full(bytes: Bytes) -> StubBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn status(code: StatusCode) -> Response<StubBody> {
+    let mut r = Response::new(full(Bytes::from_static(b"stub says no")));
+    *r.status_mut() = code;
+    r
+}
+
+fn with_length(body: StubBody, len: u64) -> Response<StubBody> {
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    r
+}
+
+/// The bytes in 16 KiB frames, optionally pausing after the first `n` bytes.
+fn chunks(bytes: Bytes, hold: Option<(usize, Hold)>) -> StubBody {
+    let (first, rest) = match &hold {
+        Some((n, _)) => (
+            bytes.slice(..(*n).min(bytes.len())),
+            bytes.slice((*n).min(bytes.len())..),
+        ),
+        None => (Bytes::new(), bytes),
+    };
+    let head = stream::iter(split(first).into_iter().map(|b| Ok(Frame::data(b))));
+    let tail = stream::once(async move {
+        match hold {
+            Some((_, Hold::Until(release))) => release.notified().await,
+            Some((_, Hold::Sleep(d))) => tokio::time::sleep(d).await,
+            Some((_, Hold::Forever)) => std::future::pending::<()>().await,
+            None => {}
+        }
+        stream::iter(
+            split(rest)
+                .into_iter()
+                .map(|b| Ok::<_, std::io::Error>(Frame::data(b))),
+        )
+    });
+    use futures_util::StreamExt;
+    BodyExt::boxed(StreamBody::new(head.chain(tail.flatten())))
+}
+
+fn split(bytes: Bytes) -> Vec<Bytes> {
+    (0..bytes.len())
+        .step_by(16 * 1024)
+        .map(|i| bytes.slice(i..(i + 16 * 1024).min(bytes.len())))
+        .collect()
+}

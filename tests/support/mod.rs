@@ -1,0 +1,192 @@
+//! Stub servers on 127.0.0.1 ephemeral ports, and the real proxy started in-process in front
+//! of them. Each stub records what it received so tests can assert on the exact bytes.
+#![allow(dead_code)]
+
+pub mod gateway;
+pub mod homeserver;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use ipfs_media_proxy::app::App;
+use ipfs_media_proxy::{Config, Server};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub type StubBody = BoxBody<Bytes, std::io::Error>;
+
+/// Serves `handler` on 127.0.0.1:0 until the returned guard is dropped.
+pub async fn serve<F, Fut>(handler: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<StubBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The proxy, running in this process.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops accepting and waits for the drain (bounded).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub struct ProxyBuilder {
+    homeserver: SocketAddr,
+    gateways: Vec<SocketAddr>,
+    gateway_lines: String,
+    sections: String,
+}
+
+impl ProxyBuilder {
+    pub fn new(homeserver: SocketAddr) -> Self {
+        Self {
+            homeserver,
+            gateways: Vec::new(),
+            gateway_lines: String::new(),
+            sections: String::new(),
+        }
+    }
+
+    pub fn gateway(mut self, addr: SocketAddr) -> Self {
+        self.gateways.push(addr);
+        self
+    }
+
+    /// A line added to every `[[gateways]]` entry.
+    pub fn gateway_line(mut self, line: &str) -> Self {
+        self.gateway_lines.push_str(line);
+        self.gateway_lines.push('\n');
+        self
+    }
+
+    /// TOML appended after the required sections (`[cache]`, `[media]`, ...).
+    pub fn toml(mut self, text: &str) -> Self {
+        self.sections.push_str(text);
+        self.sections.push('\n');
+        self
+    }
+
+    pub fn config(&self) -> Config {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n[homeserver]\nurl = \"http://{}\"\n",
+            self.homeserver
+        );
+        let gateways = if self.gateways.is_empty() {
+            // A port nothing listens on: tests that never reach a gateway.
+            vec!["127.0.0.1:9".parse().unwrap()]
+        } else {
+            self.gateways.clone()
+        };
+        for g in gateways {
+            text.push_str(&format!(
+                "[[gateways]]\nurl = \"http://{g}\"\n{}",
+                self.gateway_lines
+            ));
+        }
+        text.push_str(&self.sections);
+        Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+    }
+
+    pub async fn start(self) -> Proxy {
+        let server = Server::bind(&self.config()).await.unwrap();
+        let addr = server.local_addrs()[0];
+        let app = server.app();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addr,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+/// A plain HTTP/1.1 client that never follows redirects and never decompresses.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so large bodies need no fixtures.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Runs a test body with an upper bound, so no test can hang CI.
+pub async fn bounded<F: Future>(seconds: u64, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(seconds), f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+pub fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
