@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 pub enum RouteKind {
     Passthrough,
     Download,
+    Federation,
     Preflight,
 }
 
@@ -23,6 +24,7 @@ impl RouteKind {
         match self {
             RouteKind::Passthrough => "passthrough",
             RouteKind::Download => "download",
+            RouteKind::Federation => "federation",
             RouteKind::Preflight => "preflight",
         }
     }

@@ -13,18 +13,21 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::access_log::{Logged, RequestLog, RouteKind};
-use crate::auth::{TokenChecker, Verdict};
+use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
 use crate::cache::MediaCache;
+use crate::capabilities::Advertisement;
 use crate::config::Config;
 use crate::error::MatrixError;
 use crate::homeserver::Homeserver;
 use crate::ipfs::gateway::Gateways;
-use crate::media::download::{self, CacheOutcome, Waits};
+use crate::media::content::Content;
+use crate::media::content::{CacheOutcome, Waits};
 use crate::media::headers;
 use crate::media::media_id::{self, IpfsMedia, MediaIdError};
+use crate::media::{download, federation, sniff};
 use crate::resolve::{Limits, Resolver};
-use crate::router::{self, Access};
+use crate::router::{self, Access, Action};
 
 pub struct App {
     homeserver: Homeserver,
@@ -32,6 +35,8 @@ pub struct App {
     resolver: Resolver,
     waits: Waits,
     legacy_unauthenticated: bool,
+    alias_prefix: String,
+    advertisement: Option<Advertisement>,
 }
 
 /// An ipfs media request, owned so the request itself can move on.
@@ -66,6 +71,11 @@ impl App {
                 max: config.media.max_timeout,
             },
             legacy_unauthenticated: config.media.legacy_unauthenticated,
+            alias_prefix: config.media.id_alias_prefix.clone(),
+            advertisement: config
+                .capabilities
+                .advertise_ipfs
+                .then(|| Advertisement::new(config.capabilities.preferred_origin.as_deref())),
         })
     }
 
@@ -81,19 +91,19 @@ impl App {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (route, result) = match ipfs_request(&request) {
+        let (route, result) = match ipfs_request(&request, &self.alias_prefix) {
             Some(ipfs) => {
                 let (parts, _body) = request.into_parts();
-                let route = if parts.method == Method::OPTIONS {
-                    RouteKind::Preflight
-                } else {
-                    RouteKind::Download
+                let route = match (parts.method == Method::OPTIONS, ipfs.access) {
+                    (true, _) => RouteKind::Preflight,
+                    (false, Access::Federation) => RouteKind::Federation,
+                    (false, _) => RouteKind::Download,
                 };
                 (route, self.serve_ipfs(&parts, ipfs, peer).await)
             }
             None => (
                 RouteKind::Passthrough,
-                self.homeserver.forward(request, peer).await,
+                self.pass_through(request, peer).await,
             ),
         };
         let response = result.unwrap_or_else(|error| {
@@ -133,6 +143,23 @@ impl App {
         response.map(|body| Logged::new(body, log).boxed())
     }
 
+    /// Everything that is not ours; the capabilities answer is the one we may edit.
+    async fn pass_through(
+        &self,
+        request: Request<Body>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, MatrixError> {
+        let advertise = self
+            .advertisement
+            .as_ref()
+            .filter(|_| Advertisement::applies_to(request.method(), request.uri().path()));
+        let response = self.homeserver.forward(request, peer).await?;
+        match advertise {
+            Some(advertisement) => advertisement.edit(response).await,
+            None => Ok(response),
+        }
+    }
+
     async fn serve_ipfs(
         &self,
         request: &Parts,
@@ -153,10 +180,24 @@ impl App {
                 Verdict::Accepted { .. } => {}
                 Verdict::Refused(response) => return Ok(response),
             },
+            Access::Federation => {
+                match auth::check_federation(&self.homeserver, request, peer).await? {
+                    FederationVerdict::Ours => {}
+                    FederationVerdict::Homeserver(response) => return Ok(response),
+                }
+            }
         }
         let media = ipfs
             .media
             .map_err(|e| MatrixError::not_found(e.to_string()))?;
+        if ipfs.access == Access::Federation {
+            let wait = self.waits.requested(request.uri.query())?;
+            let (content, outcome) = Content::get(&self.resolver, &media, wait).await?;
+            let content_type = sniff::resolve(content.sniffed(), None);
+            let mut response = federation::respond(content, &content_type, &federation::boundary());
+            response.extensions_mut().insert(outcome);
+            return Ok(response);
+        }
         download::download(
             &self.resolver,
             self.waits,
@@ -168,16 +209,20 @@ impl App {
     }
 }
 
-/// Our request when it is a GET/HEAD/OPTIONS of an `ipfs:` media ID on a media route.
-fn ipfs_request<B>(request: &Request<B>) -> Option<IpfsRequest> {
-    if !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    ) {
+/// Our request when it is a GET/HEAD/OPTIONS of an ipfs media ID on a media download route
+/// (federation: GET only). Thumbnails pass through until the proxy makes its own: the
+/// homeserver then answers as it does for media it cannot thumbnail.
+fn ipfs_request<B>(request: &Request<B>, alias_prefix: &str) -> Option<IpfsRequest> {
+    let method = request.method();
+    let path = router::classify(request.uri().path())?;
+    let allowed = match path.access {
+        Access::Federation => *method == Method::GET,
+        _ => matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
+    };
+    if !allowed || path.action != Action::Download {
         return None;
     }
-    let path = router::classify(request.uri().path())?;
-    let media = media_id::parse(&path.media_id)?;
+    let media = media_id::parse(&path.media_id, alias_prefix)?;
     Some(IpfsRequest {
         access: path.access,
         media,

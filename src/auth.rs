@@ -97,6 +97,52 @@ fn token_key(authorization: Option<&HeaderValue>, query_token: Option<&str>) -> 
     Some(Sha256::digest(&token).into())
 }
 
+/// What the homeserver said about a federation media request.
+pub enum FederationVerdict {
+    /// Signature accepted, media unknown to it: ours to serve.
+    Ours,
+    /// Anything else (bad signature, ACL, media it does have, errors): its answer stands.
+    Homeserver(Response<Body>),
+}
+
+/// The X-Matrix signature covers the exact request (method, URI, origin, destination), so it
+/// cannot be re-checked by asking the homeserver a different question. We forward the same
+/// request and serve from IPFS only when the homeserver, having authenticated it, answers
+/// 404 `M_NOT_FOUND`. Why this rather than verifying signatures ourselves: the homeserver
+/// applies all of its rules (key validity, `destination`, server ACLs, federation whitelist)
+/// and we hold no key-fetching code that could drift from it. A 404 with any other errcode
+/// (`M_UNRECOGNIZED` from a server without federation media) proves nothing about the
+/// signature, so it is passed back rather than trusted.
+pub async fn check_federation(
+    homeserver: &Homeserver,
+    request: &Parts,
+    peer: SocketAddr,
+) -> Result<FederationVerdict, MatrixError> {
+    let mut copy = http::Request::new(crate::body::empty());
+    *copy.method_mut() = request.method.clone();
+    *copy.uri_mut() = request.uri.clone();
+    *copy.headers_mut() = request.headers.clone();
+    let response = homeserver.forward(copy, peer).await?;
+    if response.status() != StatusCode::NOT_FOUND {
+        return Ok(FederationVerdict::Homeserver(response));
+    }
+    let (parts, body) = response.into_parts();
+    // An error body is small; a 404 that is not cannot be a Matrix error and is passed back.
+    let bytes = crate::body::collect_limited(body, 64 * 1024)
+        .await
+        .map_err(|_| MatrixError::bad_gateway("the homeserver's answer could not be read"))?;
+    let errcode = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("errcode").and_then(|e| e.as_str()).map(str::to_owned));
+    if errcode.as_deref() == Some("M_NOT_FOUND") {
+        return Ok(FederationVerdict::Ours);
+    }
+    Ok(FederationVerdict::Homeserver(Response::from_parts(
+        parts,
+        crate::body::full(bytes),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

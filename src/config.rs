@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
+    pub capabilities: CapabilitiesConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -112,6 +114,20 @@ pub struct MediaConfig {
     /// Upper bound on a client's `timeout_ms`.
     #[serde(default = "defaults::max_wait", with = "humantime_serde")]
     pub max_timeout: Duration,
+    /// A second, spec-grammar form of ipfs media IDs (`ipfs_<cid>`); empty turns it off.
+    #[serde(default = "defaults::alias_prefix")]
+    pub id_alias_prefix: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitiesConfig {
+    /// Add `m.ipfs` (and `io.t2bot.ipfs`) to the homeserver's capabilities answer.
+    #[serde(default)]
+    pub advertise_ipfs: bool,
+    /// The server name clients should put in the `mxc://` URIs of content they add to IPFS.
+    #[serde(default)]
+    pub preferred_origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +187,9 @@ mod defaults {
     pub fn token_entries() -> u64 {
         10_000
     }
+    pub fn alias_prefix() -> String {
+        crate::media::media_id::DEFAULT_ALIAS_PREFIX.to_owned()
+    }
     pub fn log_level() -> String {
         "info".to_owned()
     }
@@ -192,6 +211,7 @@ impl Default for MediaConfig {
             legacy_unauthenticated: true,
             default_timeout: defaults::default_wait(),
             max_timeout: defaults::max_wait(),
+            id_alias_prefix: defaults::alias_prefix(),
         }
     }
 }
@@ -282,6 +302,17 @@ impl Config {
         }
         if self.media.default_timeout > self.media.max_timeout {
             return invalid("media.default_timeout", "must not exceed media.max_timeout");
+        }
+        let prefix = &self.media.id_alias_prefix;
+        if !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || prefix == "ipfs"
+        {
+            return invalid(
+                "media.id_alias_prefix",
+                "must use only A-Z a-z 0-9 _ - (the media ID grammar) and end before the CID",
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "not a valid tracing filter");

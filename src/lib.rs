@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod capabilities;
 pub mod config;
 pub mod error;
 pub mod forwarding;

@@ -1,6 +1,10 @@
-//! MSC2706 media IDs: `ipfs:<cid>`.
+//! MSC2706 media IDs: `ipfs:<cid>`, and the grammar-compliant alias `ipfs_<cid>`.
 //!
-//! A media ID is ours when, after percent-decoding, it starts with `ipfs:` (case-sensitive).
+//! A media ID is ours when, after percent-decoding, it starts with `ipfs:` or with the
+//! configured alias prefix (`ipfs_` by default; case-sensitive). The spec limits media IDs to
+//! `[A-Za-z0-9_-]`, and Dendrite, Conduit-family servers and matrix-rust-sdk clients reject
+//! `ipfs:` before sending a request; CIDv1 in base32/base36 and CIDv0 fit the grammar, so
+//! `ipfs_<cid>` reaches us from every implementation. Both forms name the same content.
 //! The CID is parsed by the `cid` crate; the gateway request is later built from the parsed
 //! value, never from the client's text.
 
@@ -28,10 +32,21 @@ pub enum MediaIdError {
     InvalidCid(String),
 }
 
+/// The alias prefix shipped by default.
+pub const DEFAULT_ALIAS_PREFIX: &str = "ipfs_";
+
 /// `None` when the media ID is not an ipfs one (the homeserver's business);
-/// `Some(Err)` when it claims to be but the CID is bad.
-pub fn parse(decoded_media_id: &str) -> Option<Result<IpfsMedia, MediaIdError>> {
-    let text = decoded_media_id.strip_prefix(IPFS_PREFIX)?;
+/// `Some(Err)` when it claims to be but the CID is bad. An empty `alias_prefix` turns the
+/// alias off.
+pub fn parse(
+    decoded_media_id: &str,
+    alias_prefix: &str,
+) -> Option<Result<IpfsMedia, MediaIdError>> {
+    let text = decoded_media_id.strip_prefix(IPFS_PREFIX).or_else(|| {
+        (!alias_prefix.is_empty())
+            .then(|| decoded_media_id.strip_prefix(alias_prefix))
+            .flatten()
+    })?;
     Some(parse_cid(text))
 }
 
@@ -58,19 +73,32 @@ mod tests {
 
     #[test]
     fn not_ours_without_prefix() {
-        assert!(parse("AbCdEfGhIjKlMnOpQrStUvWx").is_none());
+        assert!(parse("AbCdEfGhIjKlMnOpQrStUvWx", "ipfs_").is_none());
         assert!(
-            parse("IPFS:bafkqaaa").is_none(),
+            parse("IPFS:bafkqaaa", "ipfs_").is_none(),
             "the prefix is case-sensitive"
+        );
+        assert!(
+            parse("ipfs_bafkqaaa", "").is_none(),
+            "an empty alias turns it off"
         );
     }
 
     #[test]
+    fn alias_names_the_same_content() {
+        let a = parse(&format!("ipfs:{V1_RAW}"), "ipfs_").unwrap().unwrap();
+        let b = parse(&format!("ipfs_{V1_RAW}"), "ipfs_").unwrap().unwrap();
+        assert_eq!(a, b);
+        let v0 = parse(&format!("x-{V0}"), "x-").unwrap().unwrap();
+        assert_eq!(v0.canonical.hash(), v0.cid.hash());
+    }
+
+    #[test]
     fn v1_and_v0_parse() {
-        let m = parse(&format!("ipfs:{V1_RAW}")).unwrap().unwrap();
+        let m = parse(&format!("ipfs:{V1_RAW}"), "").unwrap().unwrap();
         assert_eq!(m.cid.to_string(), V1_RAW);
         assert_eq!(m.canonical, m.cid);
-        let m = parse(&format!("ipfs:{V0}")).unwrap().unwrap();
+        let m = parse(&format!("ipfs:{V0}"), "").unwrap().unwrap();
         assert_eq!(m.cid.version(), cid::Version::V0);
         assert_eq!(m.canonical.version(), cid::Version::V1);
         assert_eq!(m.canonical.hash(), m.cid.hash());
@@ -80,7 +108,7 @@ mod tests {
     fn base36_v1_is_the_same_content() {
         let v1: Cid = V1_RAW.parse().unwrap();
         let b36 = v1.to_string_of_base(multibase::Base::Base36Lower).unwrap();
-        let m = parse(&format!("ipfs:{b36}")).unwrap().unwrap();
+        let m = parse(&format!("ipfs:{b36}"), "").unwrap().unwrap();
         assert_eq!(m.canonical, v1);
     }
 
@@ -89,7 +117,7 @@ mod tests {
         for bad in ["", "notacid", "bafy!!!", &"b".repeat(300), "Qm€"] {
             assert!(
                 matches!(
-                    parse(&format!("ipfs:{bad}")),
+                    parse(&format!("ipfs:{bad}"), ""),
                     Some(Err(MediaIdError::InvalidCid(_)))
                 ),
                 "{bad}"

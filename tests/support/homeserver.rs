@@ -92,6 +92,15 @@ impl HomeserverStub {
             self.whoami_calls.fetch_add(1, Ordering::SeqCst);
             return whoami(&parts.headers, parts.uri.query());
         }
+        if path.starts_with("/_matrix/federation/") {
+            return federation(&parts.headers);
+        }
+        if path == "/_matrix/client/v3/capabilities" || path == "/_matrix/client/r0/capabilities" {
+            let mut r = Response::new(full(CAPABILITIES));
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            return r;
+        }
         if let Some(n) = path.strip_prefix("/stream/") {
             return generated(n.parse().unwrap());
         }
@@ -128,6 +137,48 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<StubBody> {
     r.headers_mut()
         .insert("x-homeserver", "said-so".parse().unwrap());
     r
+}
+
+/// Formatted on purpose (spaces, key order) to show that an edit leaves it alone.
+pub const CAPABILITIES: &str = "{\"capabilities\": {\"m.change_password\": {\"enabled\": false},  \"m.room_versions\": {\"default\": \"10\", \"available\": {\"10\": \"stable\"}}}}";
+
+/// Stands in for a homeserver's X-Matrix check: `sig="good"` is a valid signature for media
+/// the homeserver does not have, `sig="mine"` for media it has, `sig="old"` a server without
+/// federation media; anything else is refused.
+fn federation(headers: &HeaderMap) -> Response<StubBody> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !auth.starts_with("X-Matrix ") {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"errcode": "M_UNAUTHORIZED", "error": "Missing Authorization headers"}),
+        );
+    }
+    if auth.contains("sig=\"good\"") {
+        json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"errcode": "M_NOT_FOUND", "error": "Not found"}),
+        )
+    } else if auth.contains("sig=\"mine\"") {
+        let mut r = Response::new(full("the homeserver's own answer"));
+        r.headers_mut().insert(
+            "content-type",
+            "multipart/mixed; boundary=hs".parse().unwrap(),
+        );
+        r
+    } else if auth.contains("sig=\"old\"") {
+        json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}),
+        )
+    } else {
+        json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"errcode": "M_UNAUTHORIZED", "error": "Invalid signature"}),
+        )
+    }
 }
 
 fn whoami(headers: &HeaderMap, query: Option<&str>) -> Response<StubBody> {

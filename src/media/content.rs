@@ -1,0 +1,171 @@
+//! The bytes of one ipfs item, cached or arriving, as every kind of answer needs them
+//! (client download, federation download, thumbnail source).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use http::StatusCode;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+
+use crate::body::{self, Body, BoxError};
+use crate::cache::CachedMedia;
+use crate::error::MatrixError;
+use crate::ipfs::gateway::FetchError;
+use crate::media::media_id::IpfsMedia;
+use crate::resolve::{Head, Resolved, Resolver, Subscription};
+
+/// Where a response's bytes came from; read by the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    /// A fetch this request started.
+    Miss,
+    /// A fetch another request had started.
+    Joined,
+    /// Answered without bytes (304).
+    NotNeeded,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Joined => "joined",
+            CacheOutcome::NotNeeded => "none",
+        }
+    }
+}
+
+/// Time limits on waiting for content (`timeout_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    pub default: Duration,
+    pub max: Duration,
+}
+
+impl Waits {
+    /// `timeout_ms` (Synapse's default 20 s, capped); a value that is not a number is a 400, as
+    /// in Synapse.
+    pub fn requested(&self, query: Option<&str>) -> Result<Duration, MatrixError> {
+        let raw = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("timeout_ms="));
+        let Some(raw) = raw else {
+            return Ok(self.default);
+        };
+        let ms: u64 = raw.parse().map_err(|_| {
+            MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+                "timeout_ms must be a non-negative integer",
+            )
+        })?;
+        Ok(Duration::from_millis(ms).min(self.max))
+    }
+}
+
+pub enum Content {
+    Whole(Arc<CachedMedia>),
+    Arriving {
+        subscription: Subscription,
+        head: Head,
+    },
+}
+
+impl Content {
+    /// The cached item or the first bytes of a fetch, waiting at most `wait`.
+    pub async fn get(
+        resolver: &Resolver,
+        media: &IpfsMedia,
+        wait: Duration,
+    ) -> Result<(Content, CacheOutcome), MatrixError> {
+        match resolver.resolve(media) {
+            Resolved::Cached(item) => Ok((Content::Whole(item), CacheOutcome::Hit)),
+            Resolved::Fetching {
+                subscription,
+                joined,
+            } => {
+                let head = tokio::time::timeout(wait, subscription.head())
+                    .await
+                    .map_err(|_| {
+                        MatrixError::not_yet_uploaded(format!(
+                            "the content did not arrive from IPFS within {} ms",
+                            wait.as_millis()
+                        ))
+                    })?
+                    .map_err(|e| e.to_matrix())?;
+                let outcome = if joined {
+                    CacheOutcome::Joined
+                } else {
+                    CacheOutcome::Miss
+                };
+                Ok((Content::Arriving { subscription, head }, outcome))
+            }
+        }
+    }
+
+    pub fn sniffed(&self) -> Option<&'static str> {
+        match self {
+            Content::Whole(item) => item.sniffed,
+            Content::Arriving { head, .. } => head.sniffed,
+        }
+    }
+
+    /// Total length, when known before the last byte.
+    pub fn length(&self) -> Option<u64> {
+        match self {
+            Content::Whole(item) => Some(item.bytes.len() as u64),
+            Content::Arriving { head, .. } => head.content_length,
+        }
+    }
+
+    /// The bytes `[skip, skip + take)` as a body; a fetch that fails midway ends the body with
+    /// an error, so the connection is aborted rather than ended cleanly.
+    pub fn into_body(self, skip: u64, take: Option<u64>) -> Body {
+        match self {
+            Content::Whole(item) => {
+                let len = item.bytes.len() as u64;
+                let start = skip.min(len) as usize;
+                let end = take.map_or(len, |t| (skip + t).min(len)) as usize;
+                body::full(item.bytes.slice(start..end))
+            }
+            Content::Arriving { subscription, .. } => {
+                let frames = subscription
+                    .into_stream(skip, take)
+                    .map_ok(Frame::data)
+                    .map_err(|e| Box::new(e) as BoxError);
+                BodyExt::boxed(StreamBody::new(frames))
+            }
+        }
+    }
+
+    /// All the bytes, refusing more than `max` (thumbnail sources).
+    pub async fn collect(self, max: u64) -> Result<Bytes, FetchError> {
+        match self {
+            Content::Whole(item) if item.bytes.len() as u64 > max => {
+                Err(FetchError::TooLarge { limit: max })
+            }
+            Content::Whole(item) => Ok(item.bytes.clone()),
+            Content::Arriving { subscription, head } => {
+                if head.content_length.is_some_and(|len| len > max) {
+                    return Err(FetchError::TooLarge { limit: max });
+                }
+                let mut all = BytesMut::new();
+                let mut stream = Box::pin(subscription.into_stream(0, None));
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    if (all.len() + chunk.len()) as u64 > max {
+                        return Err(FetchError::TooLarge { limit: max });
+                    }
+                    all.extend_from_slice(&chunk);
+                }
+                Ok(all.freeze())
+            }
+        }
+    }
+}
