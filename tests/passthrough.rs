@@ -102,7 +102,8 @@ async fn encoded_slash_and_colon_in_media_paths_pass_through() {
             "/_matrix/media/v3/download/example.org%3A8448/AbCdEfGhIjKl/name%3Ax.png",
             "/_matrix/client/v1/media/download/example.org/notipfs%3Abafkqaaa",
             "/_matrix/media/v3/thumbnail/example.org/AbCd?width=32&height=32",
-            "/_matrix/federation/v1/media/download/ipfs%3Abafkqaaa",
+            "/_matrix/federation/v1/media/download/AbCdEfGh",
+            "/_matrix/federation/v1/query/profile?user_id=%40a%3Ab",
         ] {
             let response = client().get(proxy.url(target)).send().await.unwrap();
             assert_eq!(response.status(), 201, "{target}");
