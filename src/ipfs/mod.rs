@@ -1,3 +1,7 @@
 //! Talking to IPFS.
 
+pub mod car;
 pub mod gateway;
+pub mod unixfs;
+pub mod verify;
+pub mod walk;

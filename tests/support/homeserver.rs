@@ -92,7 +92,10 @@ impl HomeserverStub {
             self.whoami_calls.fetch_add(1, Ordering::SeqCst);
             return whoami(&parts.headers, parts.uri.query());
         }
-        if path.starts_with("/_matrix/federation/") && path.contains("/media/") && path.contains("ipfs") {
+        if path.starts_with("/_matrix/federation/")
+            && path.contains("/media/")
+            && path.contains("ipfs")
+        {
             return federation(&parts.headers);
         }
         if path == "/_matrix/client/v3/capabilities" || path == "/_matrix/client/r0/capabilities" {

@@ -1,0 +1,455 @@
+//! A strict depth-first walk of one UnixFS file, driven block by block by the caller.
+//!
+//! [`FileWalker`] is a state machine with no I/O, so the same walk can be fed by a CAR stream
+//! ([`next_from_car`]) and then, if that stream breaks off, by single blocks fetched from
+//! another gateway (`?format=raw`):
+//!
+//! ```text
+//! while let Some(cid) = walker.next_needed() {
+//!     let block = fetch(cid)?;                      // or the next block of a CAR
+//!     for bytes in walker.accept(&cid, block)? { send(bytes) }
+//! }
+//! ```
+//!
+//! Only the block that is needed next is accepted: every block is checked against its CID
+//! (with [`super::verify`]) and reached through verified links from the root, so nothing but
+//! the file's own bytes can come out, in order. A `dups=y` CAR repeats a block each time the
+//! file uses it, which is exactly what this walk asks for; a deduplicated (`dups=n`) CAR of a
+//! file with repeated chunks stops matching at the first repeat, and the caller fetches the
+//! rest by CID.
+//!
+//! Memory is bounded: the pending links are at most [`MAX_PENDING`] (a real DAG needs about
+//! depth × fan-out, a few thousand at most), the depth at most [`MAX_DEPTH`], and no block is
+//! kept once its bytes are handed out (they are zero-copy slices of the block).
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::Stream;
+
+use super::car::{CarError, CarReader};
+use super::unixfs::{decode_file, NotFileKind, UnixfsError};
+use super::verify::{identity_block, verify_block, VerifyError};
+
+/// The deepest file DAG walked (the root is depth 0). Balanced DAGs of real files are 2-5 deep;
+/// trickle DAGs a little more.
+pub const MAX_DEPTH: u32 = 32;
+/// The most links waiting to be walked at once.
+pub const MAX_PENDING: usize = 65_536;
+
+/// Why the walk cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalkError {
+    /// Boxed: two CIDs would make every `Result` of this module large.
+    #[error("block {} is not the one needed next ({:?})", .0.got, .0.expected)]
+    Unexpected(Box<UnexpectedBlock>),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The root is a directory (or another non-file): answer 404, not 502.
+    #[error("this CID is {0}, not a file")]
+    NotAFile(NotFileKind),
+    #[error("invalid file DAG at {cid}: {source}")]
+    Invalid {
+        cid: Cid,
+        #[source]
+        source: UnixfsError,
+    },
+    #[error("block {cid} holds {actual} bytes of the file but its parent says {expected}")]
+    SizeMismatch {
+        cid: Cid,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("the file DAG is deeper than {0} levels")]
+    TooDeep(u32),
+    #[error("the file DAG has more than {0} pending links")]
+    TooWide(usize),
+    #[error("the walk already failed")]
+    Failed,
+}
+
+/// The block the walk was given, and the one it needed (`None`: nothing more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnexpectedBlock {
+    pub expected: Option<Cid>,
+    pub got: Cid,
+}
+
+impl WalkError {
+    /// Whether the fault is the source's (a wrong or unexpected block) rather than the
+    /// content's: the walk is unchanged and the right block may be had elsewhere.
+    pub fn is_bad_block(&self) -> bool {
+        matches!(
+            self,
+            WalkError::Unexpected(_) | WalkError::Verify(VerifyError::Mismatch { .. })
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    cid: Cid,
+    /// Where this subtree's bytes start in the file.
+    offset: u64,
+    /// The parent's blocksize for it; `None` for the root.
+    expected: Option<u64>,
+    depth: u32,
+}
+
+/// Walks one file, optionally only the blocks covering a byte range.
+#[derive(Debug)]
+pub struct FileWalker {
+    /// Pending subtrees, the next one last.
+    stack: Vec<Pending>,
+    /// `[start, end)`; `None` walks every block of the file.
+    range: Option<(u64, u64)>,
+    file_size: Option<u64>,
+    failed: bool,
+}
+
+impl FileWalker {
+    /// A walk of the file `root`; with `range = Some((start, end))` (end exclusive) only the
+    /// blocks holding those bytes are needed and only those bytes are yielded. A range past the
+    /// end of the file yields what exists (check [`Self::file_size`] first to answer 416).
+    pub fn new(root: Cid, range: Option<(u64, u64)>) -> Self {
+        FileWalker {
+            stack: vec![Pending {
+                cid: root,
+                offset: 0,
+                expected: None,
+                depth: 0,
+            }],
+            range,
+            file_size: None,
+            failed: false,
+        }
+    }
+
+    /// The CID of the block needed next, `None` once the walk is complete (or failed).
+    ///
+    /// Identity CIDs below the root never show up here (they are resolved inline); an identity
+    /// root does, and its block is [`identity_block`]`(&root)`.
+    pub fn next_needed(&self) -> Option<Cid> {
+        if self.failed {
+            return None;
+        }
+        self.stack.last().map(|p| p.cid)
+    }
+
+    /// The whole file's size, known once the root is accepted.
+    pub fn file_size(&self) -> Option<u64> {
+        self.file_size
+    }
+
+    /// Whether every needed block was accepted.
+    pub fn is_complete(&self) -> bool {
+        !self.failed && self.stack.is_empty()
+    }
+
+    /// Takes the block `next_needed()` asked for, checks it against `cid`, and returns the
+    /// file bytes it yields (inside the range, in file order; possibly none).
+    ///
+    /// A block that is not the needed one or does not match its CID leaves the walk as it was
+    /// ([`WalkError::is_bad_block`]); any other error ends it.
+    pub fn accept(&mut self, cid: &Cid, block: Bytes) -> Result<Vec<Bytes>, WalkError> {
+        if self.failed {
+            return Err(WalkError::Failed);
+        }
+        let expected = self.next_needed();
+        if expected != Some(*cid) {
+            return Err(WalkError::Unexpected(Box::new(UnexpectedBlock {
+                expected,
+                got: *cid,
+            })));
+        }
+        verify_block(cid, &block)?;
+        let mut out = Vec::new();
+        let result = self.process(block, &mut out);
+        if let Err(e) = result {
+            self.failed = true;
+            self.stack = Vec::new();
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    fn process(&mut self, block: Bytes, out: &mut Vec<Bytes>) -> Result<(), WalkError> {
+        let Some(item) = self.stack.pop() else {
+            return Err(WalkError::Failed);
+        };
+        self.expand(item, block, out)?;
+        // Identity children carry their block in the CID: walk them now.
+        while let Some(top) = self.stack.last() {
+            let Some(inline) = identity_block(&top.cid)? else {
+                break;
+            };
+            let Some(item) = self.stack.pop() else { break };
+            self.expand(item, inline, out)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one verified node, yields its own bytes and queues its needed children.
+    fn expand(
+        &mut self,
+        item: Pending,
+        block: Bytes,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), WalkError> {
+        let node = decode_file(&item.cid, block).map_err(|source| match source {
+            UnixfsError::NotAFile(kind) if item.depth == 0 => WalkError::NotAFile(kind),
+            source => WalkError::Invalid {
+                cid: item.cid,
+                source,
+            },
+        })?;
+        match item.expected {
+            None => self.file_size = Some(node.size),
+            Some(expected) if expected != node.size => {
+                return Err(WalkError::SizeMismatch {
+                    cid: item.cid,
+                    expected,
+                    actual: node.size,
+                })
+            }
+            Some(_) => {}
+        }
+        let (start, end) = self.range.unwrap_or((0, u64::MAX));
+        if let Some(bytes) = slice_in_range(&node.data, item.offset, start, end) {
+            out.push(bytes);
+        }
+        if node.links.is_empty() {
+            return Ok(());
+        }
+        if item.depth >= MAX_DEPTH {
+            return Err(WalkError::TooDeep(MAX_DEPTH));
+        }
+        let first_new = self.stack.len();
+        // Sizes were checked to add up to at most MAX_FILE_SIZE, so offsets cannot overflow;
+        // saturating keeps that true even for a parent whose own size was not checked.
+        let mut offset = item.offset.saturating_add(node.data.len() as u64);
+        for link in &node.links {
+            let child_end = offset.saturating_add(link.blocksize);
+            // Without a range every block is needed (a full CAR sends even empty ones).
+            let needed = self.range.is_none() || (start < end && offset < end && child_end > start);
+            if needed {
+                if self.stack.len() >= MAX_PENDING {
+                    return Err(WalkError::TooWide(MAX_PENDING));
+                }
+                self.stack.push(Pending {
+                    cid: link.cid,
+                    offset,
+                    expected: Some(link.blocksize),
+                    depth: item.depth + 1,
+                });
+            }
+            offset = child_end;
+        }
+        // Pushed in file order; the stack pops from the end.
+        self.stack[first_new..].reverse();
+        Ok(())
+    }
+}
+
+/// The part of `data` (which starts at file offset `offset`) inside `[start, end)`.
+fn slice_in_range(data: &Bytes, offset: u64, start: u64, end: u64) -> Option<Bytes> {
+    let data_end = offset.saturating_add(data.len() as u64);
+    let from = start.max(offset);
+    let to = end.min(data_end);
+    if from >= to {
+        return None;
+    }
+    Some(data.slice((from - offset) as usize..(to - offset) as usize))
+}
+
+/// Why walking a CAR stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CarWalkError {
+    #[error(transparent)]
+    Car(#[from] CarError),
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+}
+
+/// Feeds `walker` from `car` until a block yields file bytes (`Ok(Some(bytes))`).
+///
+/// `Ok(None)` when the walker needs nothing more ([`FileWalker::is_complete`]) or the CAR
+/// ended cleanly first: then [`FileWalker::next_needed`] names what is still missing and may
+/// be fetched elsewhere. Extra blocks after the walk is complete are not read.
+pub async fn next_from_car<S, E>(
+    car: &mut CarReader<S>,
+    walker: &mut FileWalker,
+) -> Result<Option<Vec<Bytes>>, CarWalkError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let Some(needed) = walker.next_needed() else {
+            return Ok(None);
+        };
+        let (cid, block) = match identity_block(&needed).map_err(WalkError::from)? {
+            Some(inline) => (needed, inline),
+            None => match car.next_block().await? {
+                Some(section) => section,
+                None => return Ok(None),
+            },
+        };
+        let out = walker.accept(&cid, block)?;
+        if !out.is_empty() {
+            return Ok(Some(out));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipfs::unixfs::{encode_file_node, FileLink, DAG_PB, RAW};
+    use cid::multihash::Multihash;
+    use sha2::Digest as _;
+
+    fn cid(codec: u64, block: &[u8]) -> Cid {
+        Cid::new_v1(
+            codec,
+            Multihash::wrap(0x12, &sha2::Sha256::digest(block)).unwrap(),
+        )
+    }
+
+    fn identity(codec: u64, block: &[u8]) -> Cid {
+        Cid::new_v1(codec, Multihash::wrap(0, block).unwrap())
+    }
+
+    fn concat(chunks: Vec<Bytes>) -> Vec<u8> {
+        chunks.concat()
+    }
+
+    #[test]
+    fn raw_root_is_a_single_block_file() {
+        let c = cid(RAW, b"hello");
+        let mut w = FileWalker::new(c, None);
+        assert_eq!(w.next_needed(), Some(c));
+        assert_eq!(w.file_size(), None);
+        let out = w.accept(&c, Bytes::from_static(b"hello")).unwrap();
+        assert_eq!(concat(out), b"hello");
+        assert_eq!(w.file_size(), Some(5));
+        assert!(w.is_complete());
+        assert_eq!(w.next_needed(), None);
+        assert!(matches!(
+            w.accept(&c, Bytes::from_static(b"hello")),
+            Err(WalkError::Unexpected(u)) if u.expected.is_none()
+        ));
+    }
+
+    #[test]
+    fn identity_children_need_no_block() {
+        let a = identity(RAW, b"inline-a ");
+        let b_block = b"fetched-b ";
+        let b = cid(RAW, b_block);
+        let c = identity(RAW, b"inline-c");
+        let root_block = encode_file_node(
+            b"head ",
+            &[
+                FileLink {
+                    cid: a,
+                    blocksize: 9,
+                },
+                FileLink {
+                    cid: b,
+                    blocksize: 10,
+                },
+                FileLink {
+                    cid: c,
+                    blocksize: 8,
+                },
+            ],
+        );
+        let root = cid(DAG_PB, &root_block);
+        let mut w = FileWalker::new(root, None);
+        let mut got = concat(w.accept(&root, Bytes::from(root_block)).unwrap());
+        assert_eq!(w.next_needed(), Some(b));
+        got.extend(concat(w.accept(&b, Bytes::from_static(b_block)).unwrap()));
+        assert!(w.is_complete());
+        assert_eq!(got, b"head inline-a fetched-b inline-c");
+        assert_eq!(w.file_size(), Some(32));
+    }
+
+    #[test]
+    fn identity_root() {
+        let root = identity(RAW, b"tiny");
+        let mut w = FileWalker::new(root, None);
+        let block = identity_block(&w.next_needed().unwrap()).unwrap().unwrap();
+        assert_eq!(concat(w.accept(&root, block).unwrap()), b"tiny");
+        assert!(w.is_complete());
+    }
+
+    #[test]
+    fn leaf_size_must_match_parent() {
+        let leaf = b"four";
+        let leaf_cid = cid(RAW, leaf);
+        let root_block = encode_file_node(
+            b"",
+            &[FileLink {
+                cid: leaf_cid,
+                blocksize: 5,
+            }],
+        );
+        let root = cid(DAG_PB, &root_block);
+        let mut w = FileWalker::new(root, None);
+        w.accept(&root, Bytes::from(root_block)).unwrap();
+        assert_eq!(w.file_size(), Some(5));
+        assert_eq!(
+            w.accept(&leaf_cid, Bytes::from_static(leaf)),
+            Err(WalkError::SizeMismatch {
+                cid: leaf_cid,
+                expected: 5,
+                actual: 4
+            })
+        );
+        assert_eq!(w.next_needed(), None);
+        assert!(!w.is_complete());
+        assert_eq!(
+            w.accept(&leaf_cid, Bytes::from_static(leaf)),
+            Err(WalkError::Failed)
+        );
+    }
+
+    #[test]
+    fn bad_block_leaves_the_walk_unchanged() {
+        let c = cid(RAW, b"right");
+        let mut w = FileWalker::new(c, None);
+        let err = w.accept(&c, Bytes::from_static(b"wrong")).unwrap_err();
+        assert!(err.is_bad_block(), "{err}");
+        assert_eq!(w.next_needed(), Some(c));
+        assert_eq!(
+            concat(w.accept(&c, Bytes::from_static(b"right")).unwrap()),
+            b"right"
+        );
+    }
+
+    #[test]
+    fn depth_is_capped() {
+        // A chain of single-link nodes deeper than MAX_DEPTH, built bottom-up.
+        let leaf = Bytes::from_static(b"x");
+        let mut blocks = vec![(cid(RAW, &leaf), leaf)];
+        for _ in 0..=MAX_DEPTH {
+            let (child, _) = blocks.last().unwrap();
+            let node = encode_file_node(
+                b"",
+                &[FileLink {
+                    cid: *child,
+                    blocksize: 1,
+                }],
+            );
+            blocks.push((cid(DAG_PB, &node), Bytes::from(node)));
+        }
+        let mut w = FileWalker::new(blocks.last().unwrap().0, None);
+        let mut result = Ok(Vec::new());
+        for (c, block) in blocks.into_iter().rev() {
+            result = w.accept(&c, block);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(WalkError::TooDeep(MAX_DEPTH)));
+    }
+}
