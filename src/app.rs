@@ -20,7 +20,7 @@ use crate::capabilities::Advertisement;
 use crate::config::Config;
 use crate::error::MatrixError;
 use crate::homeserver::Homeserver;
-use crate::ipfs::gateway::Gateways;
+use crate::ipfs::pool::Gateways;
 use crate::media::content::Content;
 use crate::media::content::{CacheOutcome, Waits};
 use crate::media::headers;
@@ -54,9 +54,11 @@ impl App {
             config.auth.token_cache_ttl,
             config.auth.token_cache_entries,
         );
+        let gateways = Arc::new(Gateways::new(&config.gateways, &config.retrieval)?);
+        gateways.spawn_probes(config.retrieval.probe_interval);
         let resolver = Resolver::new(
             MediaCache::new(config.cache.max_bytes.as_u64()),
-            Gateways::new(&config.gateways)?,
+            gateways,
             Limits {
                 max_bytes: config.media.max_bytes.as_u64(),
                 max_cached_bytes: config.cache.max_item_bytes.as_u64(),

@@ -28,6 +28,8 @@ pub struct Config {
     pub homeserver: HomeserverConfig,
     pub gateways: Vec<GatewayConfig>,
     #[serde(default)]
+    pub retrieval: RetrievalConfig,
+    #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
     pub media: MediaConfig,
@@ -78,14 +80,85 @@ pub struct HomeserverConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
-    /// Base URL of an IPFS path gateway: content is fetched from `{url}/ipfs/{cid}`.
+    /// Base URL of an IPFS gateway: content is fetched from `{url}/ipfs/{cid}`.
     pub url: Url,
+    /// `trusted` (path gateway, bytes taken as they come) or `trustless` (blocks and CARs,
+    /// every byte checked against the CID). Default: trusted for loopback, else trustless.
+    #[serde(default)]
+    pub mode: Option<GatewayMode>,
     /// Longest wait for the gateway's response headers, and longest pause between two reads.
     #[serde(default = "defaults::gateway_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// `Authorization` header value for a private gateway. Secret: never logged.
+    #[serde(default)]
+    pub authorization: Option<String>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("url", &self.url.as_str())
+            .field("mode", &self.effective_mode())
+            .field("timeout", &self.timeout)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayMode {
+    Trusted,
+    Trustless,
+}
+
+impl GatewayConfig {
+    /// A gateway on this machine is ours to trust; anything across a network is not.
+    pub fn effective_mode(&self) -> GatewayMode {
+        self.mode.unwrap_or_else(|| {
+            let loopback = match self.url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if loopback {
+                GatewayMode::Trusted
+            } else {
+                GatewayMode::Trustless
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalConfig {
+    /// When the best gateway has not answered within this, the next one is asked too.
+    #[serde(default = "defaults::hedge_delay", with = "humantime_serde")]
+    pub hedge_delay: Duration,
+    /// How long a gateway caught serving a bad block is asked last.
+    #[serde(default = "defaults::bench_time", with = "humantime_serde")]
+    pub bench_time: Duration,
+    /// How often every gateway is probed (`GET /ipfs/bafkqaaa?format=raw`); "0s" turns it off.
+    #[serde(default = "defaults::probe_interval", with = "humantime_serde")]
+    pub probe_interval: Duration,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        Self {
+            hedge_delay: defaults::hedge_delay(),
+            bench_time: defaults::bench_time(),
+            probe_interval: defaults::probe_interval(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +235,15 @@ mod defaults {
     }
     pub fn gateway_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn hedge_delay() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn bench_time() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn probe_interval() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn cache_max_bytes() -> ByteSize {
         ByteSize::mib(512)
@@ -290,6 +372,11 @@ impl Config {
             if gateway.timeout.is_zero() {
                 return invalid("gateways.timeout", "must be more than zero");
             }
+            if let Some(value) = &gateway.authorization {
+                if http::HeaderValue::from_str(value).is_err() {
+                    return invalid("gateways.authorization", "not a valid header value");
+                }
+            }
         }
         if self.cache.max_item_bytes > self.cache.max_bytes {
             return invalid("cache.max_item_bytes", "must not exceed cache.max_bytes");
@@ -323,7 +410,23 @@ impl Config {
     /// The configuration as the startup log shows it. Nothing in it is secret yet; when a key
     /// that is (gateway credentials) arrives, it is redacted here.
     pub fn summary(&self) -> String {
-        let gateways: Vec<&str> = self.gateways.iter().map(|g| g.url.as_str()).collect();
+        // Authorization values are secrets: only whether one is set is shown.
+        let gateways: Vec<String> = self
+            .gateways
+            .iter()
+            .map(|g| {
+                let mode = match g.effective_mode() {
+                    GatewayMode::Trusted => "trusted",
+                    GatewayMode::Trustless => "trustless",
+                };
+                let auth = if g.authorization.is_some() {
+                    " auth=<redacted>"
+                } else {
+                    ""
+                };
+                format!("{} ({mode}{auth})", g.url)
+            })
+            .collect();
         format!(
             "listen={:?} homeserver={} gateways={:?} cache.max_bytes={} cache.max_item_bytes={} media.max_bytes={} media.legacy_unauthenticated={}",
             self.server.listen.addrs(),
@@ -425,6 +528,27 @@ mod tests {
             assert_eq!(c.gateways[0].url.as_str(), "http://127.0.0.1:9999/");
             Ok(())
         });
+    }
+
+    #[test]
+    fn gateway_modes_default_by_address_and_secrets_are_redacted() {
+        let text = MINIMAL.to_owned()
+            + "[[gateways]]\nurl = \"https://trustless.example\"\nauthorization = \"Bearer hunter2\"\n"
+            + "[[gateways]]\nurl = \"http://[::1]:8080\"\n[[gateways]]\nurl = \"http://localhost:1\"\nmode = \"trustless\"\n";
+        let c = Config::from_toml(&text).unwrap();
+        let modes: Vec<_> = c.gateways.iter().map(|g| g.effective_mode()).collect();
+        assert_eq!(
+            modes,
+            [
+                GatewayMode::Trusted,
+                GatewayMode::Trustless,
+                GatewayMode::Trusted,
+                GatewayMode::Trustless
+            ]
+        );
+        assert!(!c.summary().contains("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(c.summary().contains("auth=<redacted>"));
     }
 
     #[test]

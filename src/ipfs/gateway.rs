@@ -1,19 +1,22 @@
-//! Fetching content from IPFS path gateways (`GET {url}/ipfs/{cid}`).
+//! One IPFS HTTP gateway: a path-gateway fetch for trusted gateways, raw-block and CAR
+//! requests (IPFS trustless gateway spec) for the rest, and the cheap health probe.
 //!
-//! Gateways are asked in the configured order; the first that answers with content wins.
 //! Each gateway has its own `reqwest` client so that its timeout (response headers, and every
-//! pause between reads) is its own.
+//! pause between reads) and its optional `Authorization` header are its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cid::Cid;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
-use http::StatusCode;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, GatewayMode};
 use crate::error::MatrixError;
+use crate::ipfs::health::Health;
+use crate::ipfs::verify::{self, MAX_BLOCK_SIZE};
 
 /// Why content could not be had. Cloned to every request waiting on the same fetch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +29,15 @@ pub enum FetchError {
     TooLarge { limit: u64 },
     #[error("gateway error: {0}")]
     Upstream(String),
+    /// A trustless gateway's bytes did not match the CID.
+    #[error("verification failed: {0}")]
+    Unverified(String),
+    /// Verified, and not a file: a directory or other DAG is never served as media.
+    #[error("this CID is {0}, not a file")]
+    NotAFile(String),
+    /// The CID uses a hash function outside the allow-list, and no trusted gateway is set.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl FetchError {
@@ -43,96 +55,120 @@ impl FetchError {
             FetchError::Upstream(reason) => {
                 MatrixError::bad_gateway(format!("the IPFS gateway failed: {reason}"))
             }
+            FetchError::Unverified(reason) => MatrixError::bad_gateway(format!(
+                "no gateway served content matching the CID: {reason}"
+            )),
+            FetchError::NotAFile(kind) => {
+                MatrixError::not_found(format!("this CID is {kind}, not a file"))
+            }
+            FetchError::Unsupported(reason) => MatrixError::not_found(reason.clone()),
         }
     }
 
-    /// How telling a failure is when every gateway failed: a timeout says more than a
-    /// "not found" (the content may exist), a broken gateway more than both.
-    fn weight(&self) -> u8 {
+    /// How telling a failure is when every gateway failed: a timeout says more than "not
+    /// found" (the content may exist), a broken or lying gateway more than both; what the
+    /// content itself proves (too large, not a file, unverifiable hash) settles it.
+    pub fn weight(&self) -> u8 {
         match self {
             FetchError::NotFound => 0,
             FetchError::Timeout => 1,
             FetchError::Upstream(_) => 2,
-            FetchError::TooLarge { .. } => 3,
+            FetchError::Unverified(_) => 3,
+            FetchError::Unsupported(_) => 4,
+            FetchError::TooLarge { .. } | FetchError::NotAFile(_) => 5,
         }
+    }
+
+    /// A failure that is the content's, not the gateway's: asking others cannot help.
+    pub fn is_final(&self) -> bool {
+        matches!(self, FetchError::TooLarge { .. } | FetchError::NotAFile(_))
     }
 }
 
-/// A gateway's answer, before its bytes are read.
+/// Content on its way: the length, when known, and the bytes (already verified when they come
+/// from a trustless gateway).
 pub struct GatewayResponse {
-    /// The gateway's claim; checked against the bytes actually received.
     pub content_length: Option<u64>,
     pub body: BoxStream<'static, Result<Bytes, FetchError>>,
 }
 
-struct Gateway {
+impl GatewayResponse {
+    pub fn whole(bytes: Bytes) -> Self {
+        Self {
+            content_length: Some(bytes.len() as u64),
+            body: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+        }
+    }
+}
+
+const ACCEPT_RAW: HeaderValue = HeaderValue::from_static("application/vnd.ipld.raw");
+const ACCEPT_CAR: HeaderValue =
+    HeaderValue::from_static("application/vnd.ipld.car; version=1; order=dfs; dups=y");
+/// The empty identity CID: answering it proves the gateway is up without any lookup.
+const PROBE_CID: &str = "bafkqaaa";
+
+pub struct Gateway {
+    pub name: String,
+    pub mode: GatewayMode,
     base: String,
     timeout: Duration,
     client: reqwest::Client,
-}
-
-pub struct Gateways {
-    gateways: Vec<Gateway>,
-}
-
-impl Gateways {
-    pub fn new(configs: &[GatewayConfig]) -> Result<Self, reqwest::Error> {
-        let gateways = configs
-            .iter()
-            .map(|c| {
-                let client = reqwest::Client::builder()
-                    .read_timeout(c.timeout)
-                    .connect_timeout(c.timeout.min(Duration::from_secs(10)))
-                    .redirect(reqwest::redirect::Policy::limited(3))
-                    .user_agent(concat!("ipfs-media-proxy/", env!("CARGO_PKG_VERSION")))
-                    .build()?;
-                Ok(Gateway {
-                    base: c.url.as_str().trim_end_matches('/').to_owned(),
-                    timeout: c.timeout,
-                    client,
-                })
-            })
-            .collect::<Result<_, reqwest::Error>>()?;
-        Ok(Self { gateways })
-    }
-
-    /// The first gateway's content, or the most telling failure of all of them.
-    pub async fn fetch(&self, cid: &Cid) -> Result<GatewayResponse, FetchError> {
-        let mut worst: Option<FetchError> = None;
-        for (index, gateway) in self.gateways.iter().enumerate() {
-            match gateway.fetch(cid).await {
-                Ok(response) => return Ok(response),
-                Err(error) => {
-                    tracing::debug!(gateway = index, %cid, %error, "gateway failed");
-                    if worst.as_ref().is_none_or(|w| error.weight() > w.weight()) {
-                        worst = Some(error);
-                    }
-                }
-            }
-        }
-        Err(worst.unwrap_or(FetchError::NotFound))
-    }
+    pub health: Health,
 }
 
 impl Gateway {
-    async fn fetch(&self, cid: &Cid) -> Result<GatewayResponse, FetchError> {
+    pub fn new(config: &GatewayConfig) -> Result<Arc<Self>, reqwest::Error> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = &config.authorization {
+            let mut value = HeaderValue::from_str(value).expect("validated in config");
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        let client = reqwest::Client::builder()
+            .read_timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("ipfs-media-proxy/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .build()?;
+        Ok(Arc::new(Gateway {
+            name: config.url.as_str().trim_end_matches('/').to_owned(),
+            mode: config.effective_mode(),
+            base: config.url.as_str().trim_end_matches('/').to_owned(),
+            timeout: config.timeout,
+            client,
+            health: Health::default(),
+        }))
+    }
+
+    /// `GET {base}/ipfs/{cid}{query}` with `accept`, response headers within the timeout.
+    async fn get(
+        &self,
+        cid: &Cid,
+        query: &str,
+        accept: Option<HeaderValue>,
+    ) -> Result<reqwest::Response, FetchError> {
         // Built from the parsed CID: the client's text never reaches the URL.
-        let url = format!("{}/ipfs/{}", self.base, cid);
-        let send = self.client.get(&url).send();
-        let response = tokio::time::timeout(self.timeout, send)
+        let url = format!("{}/ipfs/{}{}", self.base, cid, query);
+        let mut request = self.client.get(&url);
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        let response = tokio::time::timeout(self.timeout, request.send())
             .await
             .map_err(|_| FetchError::Timeout)?
             .map_err(transport_error)?;
         match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND | StatusCode::GONE => return Err(FetchError::NotFound),
-            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => {
-                return Err(FetchError::Timeout)
-            }
-            status => {
-                return Err(FetchError::Upstream(format!("gateway answered {status}")));
-            }
+            StatusCode::OK => Ok(response),
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(FetchError::NotFound),
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => Err(FetchError::Timeout),
+            status => Err(FetchError::Upstream(format!("gateway answered {status}"))),
         }
+    }
+
+    /// Path gateway: the file's bytes as the gateway deserialises them (trusted).
+    pub async fn fetch_path(&self, cid: &Cid) -> Result<GatewayResponse, FetchError> {
+        let response = self.get(cid, "", None).await?;
         let content_length = response.content_length();
         let body = response.bytes_stream().map_err(transport_error).boxed();
         Ok(GatewayResponse {
@@ -140,20 +176,73 @@ impl Gateway {
             body,
         })
     }
+
+    /// One raw block, checked against its CID before it is returned.
+    pub async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, FetchError> {
+        if let Some(inline) = verify::identity_block(cid).map_err(unverified)? {
+            return Ok(inline);
+        }
+        let response = self.get(cid, "?format=raw", Some(ACCEPT_RAW)).await?;
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BLOCK_SIZE as u64)
+        {
+            return Err(FetchError::Unverified(format!(
+                "block {cid} is larger than {MAX_BLOCK_SIZE} bytes"
+            )));
+        }
+        let mut stream = response.bytes_stream();
+        let mut block = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(transport_error)?;
+            if block.len() + chunk.len() > MAX_BLOCK_SIZE {
+                return Err(FetchError::Unverified(format!(
+                    "block {cid} is larger than {MAX_BLOCK_SIZE} bytes"
+                )));
+            }
+            block.extend_from_slice(&chunk);
+        }
+        let block = block.freeze();
+        verify::verify_block(cid, &block).map_err(unverified)?;
+        Ok(block)
+    }
+
+    /// A CAR of the whole file, blocks in depth-first order with duplicates (unverified bytes:
+    /// the caller walks and checks them).
+    pub async fn fetch_car(
+        &self,
+        cid: &Cid,
+    ) -> Result<BoxStream<'static, Result<Bytes, reqwest::Error>>, FetchError> {
+        let response = self
+            .get(cid, "?format=car&dag-scope=entity&dups=y", Some(ACCEPT_CAR))
+            .await?;
+        Ok(response.bytes_stream().boxed())
+    }
+
+    /// `GET /ipfs/bafkqaaa?format=raw`: up and answering, without any content lookup.
+    pub async fn probe(&self) -> bool {
+        let cid: Cid = PROBE_CID.parse().expect("a valid CID");
+        let url = format!("{}/ipfs/{}?format=raw", self.base, cid);
+        let request = self
+            .client
+            .get(url)
+            .header(header::ACCEPT, ACCEPT_RAW)
+            .send();
+        matches!(
+            tokio::time::timeout(self.timeout.min(Duration::from_secs(10)), request).await,
+            Ok(Ok(response)) if response.status().is_success()
+        )
+    }
 }
 
-fn transport_error(error: reqwest::Error) -> FetchError {
+pub(crate) fn unverified(error: impl std::fmt::Display) -> FetchError {
+    FetchError::Unverified(error.to_string())
+}
+
+pub(crate) fn transport_error(error: reqwest::Error) -> FetchError {
     if error.is_timeout() {
         FetchError::Timeout
     } else {
-        // The URL holds nothing secret, but the chain of causes is what helps an admin.
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        FetchError::Upstream(text)
+        FetchError::Upstream(crate::homeserver::error_chain(&error))
     }
 }

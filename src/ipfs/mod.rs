@@ -2,6 +2,9 @@
 
 pub mod car;
 pub mod gateway;
+pub mod health;
+pub mod pool;
+pub mod trustless;
 pub mod unixfs;
 pub mod verify;
 pub mod walk;

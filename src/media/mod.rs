@@ -7,3 +7,4 @@ pub mod headers;
 pub mod media_id;
 pub mod range;
 pub mod sniff;
+pub mod thumbnail;

@@ -15,7 +15,8 @@ use futures_util::Stream;
 use tokio::task::AbortHandle;
 
 use crate::cache::{CachedMedia, MediaCache};
-use crate::ipfs::gateway::{FetchError, Gateways};
+use crate::ipfs::gateway::FetchError;
+use crate::ipfs::pool::Gateways;
 use crate::media::media_id::IpfsMedia;
 
 use flight::{byte_range, Shared};
@@ -36,7 +37,7 @@ pub struct Resolver {
 
 struct Inner {
     cache: MediaCache,
-    gateways: Gateways,
+    gateways: Arc<Gateways>,
     limits: Limits,
     flights: Mutex<HashMap<Cid, Entry>>,
 }
@@ -53,7 +54,7 @@ impl Inner {
 }
 
 impl Resolver {
-    pub fn new(cache: MediaCache, gateways: Gateways, limits: Limits) -> Self {
+    pub fn new(cache: MediaCache, gateways: Arc<Gateways>, limits: Limits) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cache,

@@ -1,0 +1,159 @@
+//! The configured gateways as one source of content.
+//!
+//! The healthiest gateway is asked first; if it has not answered within `hedge_delay` the next
+//! one is asked too, and so on: the first good answer wins and the others are cancelled (their
+//! futures are dropped, which drops their connections). A failure moves on at once rather than
+//! waiting for the hedge. When every gateway fails, the most telling failure is returned (404
+//! only when every gateway said not found) and each gateway's outcome is logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cid::Cid;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+
+use crate::config::{GatewayConfig, GatewayMode, RetrievalConfig};
+use crate::ipfs::gateway::{FetchError, Gateway, GatewayResponse};
+use crate::ipfs::trustless::{self, Sources};
+use crate::ipfs::unixfs::RAW;
+use crate::ipfs::verify;
+
+pub struct Gateways {
+    all: Arc<[Arc<Gateway>]>,
+    hedge_delay: Duration,
+    bench_time: Duration,
+}
+
+impl Gateways {
+    pub fn new(
+        configs: &[GatewayConfig],
+        retrieval: &RetrievalConfig,
+    ) -> Result<Self, reqwest::Error> {
+        let all = configs
+            .iter()
+            .map(Gateway::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            all: all.into(),
+            hedge_delay: retrieval.hedge_delay,
+            bench_time: retrieval.bench_time,
+        })
+    }
+
+    pub fn all(&self) -> &[Arc<Gateway>] {
+        &self.all
+    }
+
+    /// The content of `cid` from the first gateway to deliver it.
+    pub async fn fetch(&self, cid: &Cid) -> Result<GatewayResponse, FetchError> {
+        // Identity CIDs carry their bytes: no request at all.
+        if cid.codec() == RAW {
+            if let Some(inline) =
+                verify::identity_block(cid).map_err(|e| FetchError::Unsupported(e.to_string()))?
+            {
+                return Ok(GatewayResponse::whole(inline));
+            }
+        }
+        let mut order: Vec<Arc<Gateway>> = self.all.iter().cloned().collect();
+        // Stable: equal health keeps the configured order.
+        order.sort_by_key(|g| g.health.rank());
+        let mut waiting = order.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut outcomes: Vec<(String, String)> = Vec::new();
+        let mut worst: Option<FetchError> = None;
+        if let Some(first) = waiting.next() {
+            running.push(self.attempt(first, *cid));
+        }
+        loop {
+            let hedge = tokio::time::sleep(self.hedge_delay);
+            tokio::select! {
+                finished = running.next() => {
+                    let Some((gateway, result)) = finished else { break };
+                    match result {
+                        Ok(response) => return Ok(response),
+                        Err(error) => {
+                            outcomes.push((gateway.name.clone(), error.to_string()));
+                            if error.is_final() {
+                                return Err(error);
+                            }
+                            if worst.as_ref().is_none_or(|w| error.weight() > w.weight()) {
+                                worst = Some(error);
+                            }
+                            // A failure moves on at once.
+                            if let Some(next) = waiting.next() {
+                                running.push(self.attempt(next, *cid));
+                            }
+                        }
+                    }
+                }
+                _ = hedge, if waiting.len() > 0 && !running.is_empty() => {
+                    if let Some(next) = waiting.next() {
+                        tracing::debug!(gateway = %next.name, %cid, "hedging: asking another gateway too");
+                        running.push(self.attempt(next, *cid));
+                    }
+                }
+            }
+        }
+        let error = worst.unwrap_or(FetchError::NotFound);
+        tracing::warn!(%cid, ?outcomes, %error, "no gateway delivered the content");
+        Err(error)
+    }
+
+    async fn attempt(
+        &self,
+        gateway: Arc<Gateway>,
+        cid: Cid,
+    ) -> (Arc<Gateway>, Result<GatewayResponse, FetchError>) {
+        let result = match gateway.mode {
+            GatewayMode::Trusted => gateway.fetch_path(&cid).await,
+            GatewayMode::Trustless if !verify::is_supported(&cid) => {
+                Err(FetchError::Unsupported(format!(
+                    "this CID's hash function ({:#x}) cannot be verified",
+                    cid.hash().code()
+                )))
+            }
+            GatewayMode::Trustless => {
+                let sources = Sources {
+                    all: Arc::clone(&self.all),
+                    bench_time: self.bench_time,
+                };
+                trustless::fetch_verified(Arc::clone(&gateway), cid, sources).await
+            }
+        };
+        match &result {
+            Ok(_) => gateway.health.success(),
+            // Not having content is no fault; the rest lowers the score.
+            Err(FetchError::NotFound) | Err(FetchError::Unsupported(_)) => {}
+            Err(FetchError::Unverified(_)) => {} // benched where it was caught
+            Err(_) => gateway.health.failure(),
+        }
+        (gateway, result)
+    }
+
+    /// Probes every gateway every `interval` so that a recovered gateway regains its rank.
+    pub fn spawn_probes(
+        self: &Arc<Self>,
+        interval: Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if interval.is_zero() {
+            return None;
+        }
+        let pool = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { break };
+                for gateway in pool.all.iter() {
+                    if gateway.probe().await {
+                        gateway.health.success();
+                    } else {
+                        gateway.health.failure();
+                    }
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,153 @@
+//! The thumbnailer: pure, synchronous rendering of Matrix media thumbnails (no I/O, no
+//! async: call it from `spawn_blocking`).
+//!
+//! The steps, each its own module:
+//! - [`params`]: the query string to a [`ThumbnailRequest`] (errors carry their `errcode`);
+//! - [`probe()`]: the source's format and displayed size from its header only, refusing
+//!   decompression bombs before any pixel is decoded;
+//! - [`select`]: which configured size answers the request, by Synapse's rules;
+//! - [`render()`]: decode, resize (SIMD Lanczos3), apply EXIF orientation, crop, encode.
+//!
+//! What it makes is what Synapse makes: `image/jpeg` and `image/webp` sources give JPEG
+//! (quality 80) unless the thumbnail is actually transparent, `image/png` and `image/gif`
+//! give PNG; `animated=true` on an animated GIF, WebP or APNG gives an animated GIF (Synapse
+//! gives animated WebP; the spec allows both and this needs no C library).
+//!
+//! # Use
+//! ```no_run
+//! use ipfs_media_proxy::media::thumbnail::{parse_query, thumbnail, Limits, DEFAULT_SIZES};
+//! # fn demo(query: &str, bytes: &[u8], content_type: &str) {
+//! let request = match parse_query(query) {
+//!     Ok(r) => r,
+//!     Err(e) => return, // 400 with e.errcode() and e.to_string()
+//! };
+//! match thumbnail(bytes, content_type, &request, &DEFAULT_SIZES, &Limits::default()) {
+//!     Ok(Some(t)) => { /* 200: t.bytes, t.content_type, `Content-Disposition: inline` */ }
+//!     Ok(None) => { /* 404 M_NOT_FOUND: no configured size has that method */ }
+//!     Err(e) => { /* e.errcode(): (400, "M_UNKNOWN") or (413, "M_TOO_LARGE") */ }
+//! }
+//! # }
+//! ```
+//! A cache can key on the CID, [`select_size`]'s answer (from [`probe()`]'s size) and
+//! `animated`: [`render()`] of those is deterministic.
+//!
+//! # Memory bound per decode
+//! Sources over [`Limits::max_source_bytes`] are refused before parsing; sources whose
+//! header claims `width * height >= max_pixels` are refused after reading the header only.
+//! Past that, one call holds at most: the source bytes, one decoded image of at most
+//! `max_pixels` pixels at up to 8 bytes a pixel (16-bit RGBA; 3-4 bytes for the usual 8-bit
+//! RGB(A), and a JPEG shrunk while decoding holds 1/4 to 1/64 of that), a conversion copy at
+//! 4 bytes a pixel for 16-bit sources, and the resizer's intermediate (thumbnail width x
+//! source height). The decoders are also given an allocation cap ([`Limits::decoder_alloc`],
+//! `8 * max_pixels + 64 MiB`), so the worst case with the defaults is about 320 MiB. An
+//! animation holds one decoded canvas (plus the decoder's compositing canvas) at a time,
+//! its thumbnail frames, and stops being animated past [`Limits::max_frames`] frames or
+//! [`Limits::max_animation_pixels`] decoded pixels in all.
+
+mod decode;
+mod encode;
+pub mod params;
+mod probe;
+mod render;
+mod resize;
+pub mod select;
+
+pub use params::{parse_query, Method, ParamError, ThumbnailRequest};
+pub use probe::{probe, SourceInfo};
+pub use render::render;
+pub use select::{dynamic_size, output_size, select_size, ThumbnailSize, DEFAULT_SIZES};
+
+/// Bounds on the work and memory one thumbnail may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sources with `width * height >= max_pixels` are not thumbnailed (Synapse's
+    /// `max_image_pixels`, default `32M` = 32 MiPixels, compared the same way).
+    pub max_pixels: u64,
+    /// Larger sources are refused before parsing.
+    pub max_source_bytes: usize,
+    /// An animation with more frames gives a still thumbnail.
+    pub max_frames: usize,
+    /// An animation whose frames add up to more decoded pixels gives a still thumbnail.
+    pub max_animation_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pixels: 32 * 1024 * 1024,
+            max_source_bytes: 64 * 1024 * 1024,
+            max_frames: 100,
+            max_animation_pixels: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The allocation cap handed to the decoders: room for one 16-bit RGBA image of
+    /// `max_pixels`, plus slack for their own tables.
+    pub fn decoder_alloc(&self) -> u64 {
+        self.max_pixels.saturating_mul(8).saturating_add(64 << 20)
+    }
+}
+
+/// A rendered thumbnail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    pub bytes: Vec<u8>,
+    /// `image/jpeg`, `image/png` or (animated) `image/gif`.
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why no thumbnail could be made. None of these is the client's fault: Synapse answers
+/// all of them as media it has no thumbnail for (see [`ThumbnailError::errcode`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ThumbnailError {
+    /// Not a type Synapse thumbnails (by declared type, or by the bytes' real format).
+    #[error("cannot thumbnail {0}")]
+    Unsupported(String),
+    /// More pixels than [`Limits::max_pixels`]: refused from the header, before decoding.
+    #[error("image of {width}x{height} pixels is too large to thumbnail")]
+    TooLarge { width: u32, height: u32 },
+    /// More bytes than [`Limits::max_source_bytes`].
+    #[error("source of {len} bytes is larger than the {max} bytes thumbnailed")]
+    SourceTooLarge { len: usize, max: usize },
+    /// The bytes are not a valid image of their format.
+    #[error("image could not be decoded: {0}")]
+    Corrupt(String),
+    /// A bug or an encoder failure (including a caught panic).
+    #[error("thumbnailing failed: {0}")]
+    Internal(String),
+}
+
+impl ThumbnailError {
+    /// The Matrix error for the client: `(status, errcode)`. Synapse (with
+    /// `dynamic_thumbnails` off, its default) answers any media it made no thumbnails of with
+    /// 400 `M_UNKNOWN` "Cannot find any thumbnails for the requested media"; the spec's
+    /// 413 `M_TOO_LARGE` "Content is too large to thumbnail" fits a source over the byte
+    /// limit.
+    pub fn errcode(&self) -> (u16, &'static str) {
+        match self {
+            ThumbnailError::SourceTooLarge { .. } => (413, "M_TOO_LARGE"),
+            _ => (400, "M_UNKNOWN"),
+        }
+    }
+}
+
+/// Probe, select and render in one call: the usual path for a request against a size list.
+/// `Ok(None)` when no configured size has the requested method (Synapse answers 404
+/// `M_NOT_FOUND`).
+pub fn thumbnail(
+    source: &[u8],
+    source_type: &str,
+    request: &ThumbnailRequest,
+    sizes: &[ThumbnailSize],
+    limits: &Limits,
+) -> Result<Option<Thumbnail>, ThumbnailError> {
+    let info = probe(source, source_type, limits)?;
+    let Some(size) = select_size(request, sizes, info.width, info.height) else {
+        return Ok(None);
+    };
+    render(source, source_type, size, request.animated, limits).map(Some)
+}

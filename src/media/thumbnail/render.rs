@@ -1,0 +1,185 @@
+//! The rendering pipeline: geometry, decode, resample, orient, encode.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use image::metadata::Orientation;
+
+use super::decode::{decode_animation, decode_still};
+use super::encode::{encode_gif, encode_still};
+use super::probe::{probe, swaps_axes, SourceInfo};
+use super::resize::{resize, Pixels, Region};
+use super::select::output_size;
+use super::{Limits, Method, Thumbnail, ThumbnailError, ThumbnailSize};
+
+/// Makes the thumbnail of `source` for `target` (a size from [`super::select_size`] or
+/// [`super::dynamic_size`]): `crop` gives exactly `target`'s box, `scale` the largest size
+/// with the source's aspect inside it but never larger than the source
+/// ([`super::output_size`]). `animated` asks for an animated GIF when the source is an
+/// animation; otherwise, or if the animation is over the limits, the first frame is used.
+///
+/// Never panics: a panic in a decoder becomes [`ThumbnailError::Internal`].
+pub fn render(
+    source: &[u8],
+    source_type: &str,
+    target: ThumbnailSize,
+    animated: bool,
+    limits: &Limits,
+) -> Result<Thumbnail, ThumbnailError> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let info = probe(source, source_type, limits)?;
+        let plan = Plan::new(&info, target);
+        if animated {
+            if let Some(thumbnail) = render_animated(source, &info, &plan, limits)? {
+                return Ok(thumbnail);
+            }
+        }
+        let decoded = decode_still(source, &info, plan.need, limits)?;
+        let pixels = plan.apply(&decoded)?;
+        let (bytes, content_type) = encode_still(pixels, info.output)?;
+        Ok(Thumbnail {
+            bytes,
+            content_type,
+            width: plan.width,
+            height: plan.height,
+        })
+    }))
+    .unwrap_or_else(|_| Err(ThumbnailError::Internal("the thumbnailer panicked".into())))
+}
+
+fn render_animated(
+    source: &[u8],
+    info: &SourceInfo,
+    plan: &Plan,
+    limits: &Limits,
+) -> Result<Option<Thumbnail>, ThumbnailError> {
+    let Some(frames) = decode_animation(source, info, limits, |frame| plan.apply(&frame))? else {
+        return Ok(None);
+    };
+    Ok(Some(Thumbnail {
+        bytes: encode_gif(frames)?,
+        content_type: "image/gif",
+        width: plan.width,
+        height: plan.height,
+    }))
+}
+
+/// What to cut from the source and what size to make, worked out once in the source's
+/// stored orientation so that only the small thumbnail is ever rotated.
+struct Plan {
+    /// Output size, as displayed.
+    width: u32,
+    height: u32,
+    /// The output size before orientation (swapped for quarter turns).
+    stored_out: (u32, u32),
+    /// The part of the source that is kept, as fractions of the stored image (a centre
+    /// crop is symmetric, so flips and turns only swap the axes).
+    keep: (f64, f64),
+    orientation: Orientation,
+    /// The smallest decoded size that still shrinks (never enlarges) to the output.
+    need: (u32, u32),
+}
+
+impl Plan {
+    fn new(info: &SourceInfo, target: ThumbnailSize) -> Plan {
+        let (width, height) = output_size(info.width, info.height, target);
+        // Crop as Synapse does: scale to cover the box, keep the centre. As fractions of
+        // the displayed source: the side that overflows keeps only the box's share.
+        let (sw, sh) = (f64::from(info.width), f64::from(info.height));
+        let (ow, oh) = (f64::from(width), f64::from(height));
+        let keep_displayed = match target.method {
+            Method::Scale => (1.0, 1.0),
+            Method::Crop
+                if u64::from(width) * u64::from(info.height)
+                    > u64::from(height) * u64::from(info.width) =>
+            {
+                (1.0, ((oh * sw / ow) / sh).min(1.0))
+            }
+            Method::Crop => (((ow * sh / oh) / sw).min(1.0), 1.0),
+        };
+        let turned = swaps_axes(info.orientation);
+        let (stored_out, keep) = if turned {
+            ((height, width), (keep_displayed.1, keep_displayed.0))
+        } else {
+            ((width, height), keep_displayed)
+        };
+        let need = (
+            (f64::from(stored_out.0) / keep.0).ceil() as u32,
+            (f64::from(stored_out.1) / keep.1).ceil() as u32,
+        );
+        Plan {
+            width,
+            height,
+            stored_out,
+            keep,
+            orientation: info.orientation,
+            need,
+        }
+    }
+
+    /// Resamples the kept centre of `decoded` (any size with the stored aspect: full, or
+    /// shrunk while decoding) to the output, then orients it.
+    fn apply(&self, decoded: &Pixels) -> Result<Pixels, ThumbnailError> {
+        let (dw, dh) = (f64::from(decoded.width), f64::from(decoded.height));
+        let (kw, kh) = (dw * self.keep.0, dh * self.keep.1);
+        let region = Region {
+            left: (dw - kw) / 2.0,
+            top: (dh - kh) / 2.0,
+            width: kw,
+            height: kh,
+        };
+        let small = resize(decoded, region, self.stored_out.0, self.stored_out.1)?;
+        if self.orientation == Orientation::NoTransforms {
+            return Ok(small);
+        }
+        let mut image = small.into_dynamic()?;
+        image.apply_orientation(self.orientation);
+        Ok(Pixels::from_dynamic(image))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::ImageFormat;
+
+    use super::super::probe::Output;
+
+    fn info(w: u32, h: u32, orientation: Orientation) -> SourceInfo {
+        let turned = swaps_axes(orientation);
+        SourceInfo {
+            width: if turned { h } else { w },
+            height: if turned { w } else { h },
+            format: ImageFormat::Jpeg,
+            stored_width: w,
+            stored_height: h,
+            orientation,
+            output: Output::Jpeg,
+        }
+    }
+
+    #[test]
+    fn crop_keeps_the_centre_share() {
+        // 1000x500 to 96x96: the width overflows, half of it is kept.
+        let plan = Plan::new(
+            &info(1000, 500, Orientation::NoTransforms),
+            ThumbnailSize::new(96, 96, Method::Crop),
+        );
+        assert_eq!((plan.width, plan.height), (96, 96));
+        assert_eq!(plan.keep, (0.5, 1.0));
+        assert_eq!(plan.need, (192, 96));
+    }
+
+    #[test]
+    fn quarter_turn_swaps_everything() {
+        // Stored 400x200, displayed 200x400; crop 100x50 keeps a quarter of the displayed
+        // height, which is the stored width.
+        let plan = Plan::new(
+            &info(400, 200, Orientation::Rotate90),
+            ThumbnailSize::new(100, 50, Method::Crop),
+        );
+        assert_eq!((plan.width, plan.height), (100, 50));
+        assert_eq!(plan.stored_out, (50, 100));
+        assert_eq!(plan.keep, (0.25, 1.0));
+        assert_eq!(plan.need, (200, 100));
+    }
+}

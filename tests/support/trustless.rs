@@ -1,0 +1,231 @@
+//! A stub trustless gateway serving blocks a real IPFS implementation made (the CARs in
+//! `tests/fixtures/ipfs/`), honestly or with one chosen lie.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::{stream, StreamExt};
+use http::{Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
+use ipfs_media_proxy::ipfs::car::{encode_car, encode_varint, CarReader};
+
+use super::StubBody;
+
+/// A fixture DAG: its root and its blocks in depth-first order.
+#[derive(Clone)]
+pub struct Dag {
+    pub root: Cid,
+    pub blocks: Vec<(Cid, Bytes)>,
+}
+
+impl Dag {
+    pub async fn load(name: &str) -> Dag {
+        let path = format!("{}/tests/fixtures/ipfs/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = Bytes::from(std::fs::read(path).unwrap());
+        let mut car = CarReader::new(stream::iter([Ok::<_, std::io::Error>(bytes)]));
+        let root = car.header().await.unwrap().roots[0];
+        let mut blocks = Vec::new();
+        while let Some(block) = car.next_block().await.unwrap() {
+            blocks.push(block);
+        }
+        Dag { root, blocks }
+    }
+
+    pub fn file(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/ipfs/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+}
+
+/// What the stub does to the CAR it sends.
+#[derive(Clone, Debug)]
+pub enum Lie {
+    Honest,
+    /// Flips one byte of block `n`.
+    FlipByte(usize),
+    /// Leaves block `n` out (a CAR that ends early when `n` is the last).
+    Drop(usize),
+    /// Swaps blocks `n` and `n + 1`.
+    Swap(usize),
+    /// Appends an oversized (3 MiB) section after block `n`.
+    Oversized(usize),
+    /// Sends the first `n` blocks, then stalls forever.
+    StallAfter(usize),
+    /// Announces a `Content-Length` larger than the CAR and closes early.
+    ShortLength,
+    /// Answers 404 for CARs (only raw blocks are served).
+    NoCar,
+}
+
+#[derive(Clone)]
+pub struct TrustlessStub {
+    blocks: Arc<HashMap<Cid, Bytes>>,
+    dags: Arc<Vec<Dag>>,
+    lie: Arc<Mutex<Lie>>,
+    delay: Arc<Mutex<Duration>>,
+    pub car_requests: Arc<AtomicUsize>,
+    pub raw_requests: Arc<AtomicUsize>,
+}
+
+impl TrustlessStub {
+    pub fn new(dags: &[Dag], lie: Lie) -> Self {
+        let mut blocks = HashMap::new();
+        for dag in dags {
+            for (cid, block) in &dag.blocks {
+                blocks.insert(*cid, block.clone());
+            }
+        }
+        Self {
+            blocks: Arc::new(blocks),
+            dags: Arc::new(dags.to_vec()),
+            lie: Arc::new(Mutex::new(lie)),
+            delay: Arc::new(Mutex::new(Duration::ZERO)),
+            car_requests: Arc::default(),
+            raw_requests: Arc::default(),
+        }
+    }
+
+    /// Waits this long before answering anything.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    pub fn cars(&self) -> usize {
+        self.car_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn raws(&self) -> usize {
+        self.raw_requests.load(Ordering::SeqCst)
+    }
+
+    pub async fn start(&self) -> SocketAddr {
+        let stub = self.clone();
+        let (addr, _task) = super::serve(move |req| {
+            let stub = stub.clone();
+            async move {
+                let delay = *stub.delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
+                let query = req.uri().query().unwrap_or("").to_owned();
+                let path = req.uri().path().to_owned();
+                stub.answer(&path, &query)
+            }
+        })
+        .await;
+        addr
+    }
+
+    fn answer(&self, path: &str, query: &str) -> Response<StubBody> {
+        let Some(cid) = path
+            .strip_prefix("/ipfs/")
+            .and_then(|c| c.parse::<Cid>().ok())
+        else {
+            return status(StatusCode::BAD_REQUEST);
+        };
+        if query.contains("format=raw") {
+            self.raw_requests.fetch_add(1, Ordering::SeqCst);
+            if cid.to_string() == "bafkqaaa" {
+                return Response::new(full(Bytes::new()));
+            }
+            return match self.blocks.get(&cid) {
+                Some(block) => {
+                    let mut block = block.to_vec();
+                    if let Lie::FlipByte(n) = *self.lie.lock().unwrap() {
+                        if self
+                            .dags
+                            .iter()
+                            .any(|d| d.blocks.get(n).is_some_and(|b| b.0 == cid))
+                        {
+                            block[0] ^= 1;
+                        }
+                    }
+                    Response::new(full(Bytes::from(block)))
+                }
+                None => status(StatusCode::NOT_FOUND),
+            };
+        }
+        if query.contains("format=car") {
+            self.car_requests.fetch_add(1, Ordering::SeqCst);
+            let lie = self.lie.lock().unwrap().clone();
+            if matches!(lie, Lie::NoCar) {
+                return status(StatusCode::NOT_FOUND);
+            }
+            let Some(dag) = self.dags.iter().find(|d| d.root == cid) else {
+                return status(StatusCode::NOT_FOUND);
+            };
+            return car_response(dag, &lie);
+        }
+        status(StatusCode::NOT_IMPLEMENTED)
+    }
+}
+
+fn car_response(dag: &Dag, lie: &Lie) -> Response<StubBody> {
+    let mut blocks: Vec<(Cid, Vec<u8>)> =
+        dag.blocks.iter().map(|(c, b)| (*c, b.to_vec())).collect();
+    match *lie {
+        Lie::FlipByte(n) => blocks[n].1[0] ^= 1,
+        Lie::Drop(n) => {
+            blocks.remove(n);
+        }
+        Lie::Swap(n) => blocks.swap(n, n + 1),
+        _ => {}
+    }
+    let car = encode_car(&[dag.root], blocks.iter().map(|(c, b)| (c, b.as_slice())));
+    match *lie {
+        Lie::Oversized(n) => {
+            // The honest prefix up to block n, then a section claiming 3 MiB.
+            let prefix = encode_car(
+                &[dag.root],
+                blocks[..=n].iter().map(|(c, b)| (c, b.as_slice())),
+            );
+            let mut bytes = prefix;
+            let mut section = Vec::new();
+            encode_varint(3 * 1024 * 1024, &mut section);
+            bytes.extend_from_slice(&section);
+            bytes.extend(std::iter::repeat_n(0u8, 64 * 1024));
+            Response::new(full(Bytes::from(bytes)))
+        }
+        Lie::StallAfter(n) => {
+            let prefix = encode_car(
+                &[dag.root],
+                blocks[..n].iter().map(|(c, b)| (c, b.as_slice())),
+            );
+            let frames = stream::iter([Ok::<_, std::io::Error>(Frame::data(Bytes::from(prefix)))])
+                .chain(stream::once(async {
+                    std::future::pending::<()>().await;
+                    Ok(Frame::data(Bytes::new()))
+                }));
+            Response::new(BodyExt::boxed(StreamBody::new(frames)))
+        }
+        Lie::ShortLength => {
+            let len = car.len() as u64 + 1000;
+            let frames = stream::iter([Ok::<_, std::io::Error>(Frame::data(Bytes::from(car)))])
+                .chain(stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Err(std::io::Error::other("closing early"))
+                }));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+            r.headers_mut().insert("content-length", len.into());
+            r
+        }
+        _ => Response::new(full(Bytes::from(car))),
+    }
+}
+
+fn full(bytes: Bytes) -> StubBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn status(code: StatusCode) -> Response<StubBody> {
+    let mut r = Response::new(full(Bytes::from_static(b"no")));
+    *r.status_mut() = code;
+    r
+}
