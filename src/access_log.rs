@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 pub enum RouteKind {
     Passthrough,
     Download,
+    Thumbnail,
     Federation,
     Preflight,
 }
@@ -24,6 +25,7 @@ impl RouteKind {
         match self {
             RouteKind::Passthrough => "passthrough",
             RouteKind::Download => "download",
+            RouteKind::Thumbnail => "thumbnail",
             RouteKind::Federation => "federation",
             RouteKind::Preflight => "preflight",
         }

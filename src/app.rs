@@ -17,7 +17,7 @@ use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
 use crate::cache::MediaCache;
 use crate::capabilities::Advertisement;
-use crate::config::Config;
+use crate::config::{Config, ThumbnailMethod};
 use crate::error::MatrixError;
 use crate::homeserver::Homeserver;
 use crate::ipfs::pool::Gateways;
@@ -25,6 +25,10 @@ use crate::media::content::Content;
 use crate::media::content::{CacheOutcome, Waits};
 use crate::media::headers;
 use crate::media::media_id::{self, IpfsMedia, MediaIdError};
+use crate::media::thumbnail::{
+    Limits as ThumbnailLimits, Method as ThumbnailMethodKind, ThumbnailSize,
+};
+use crate::media::thumbnail_answer::{self, Thumbnailer};
 use crate::media::{download, federation, sniff};
 use crate::resolve::{Limits, Resolver};
 use crate::router::{self, Access, Action};
@@ -37,11 +41,13 @@ pub struct App {
     legacy_unauthenticated: bool,
     alias_prefix: String,
     advertisement: Option<Advertisement>,
+    thumbnails: Option<Thumbnailer>,
 }
 
 /// An ipfs media request, owned so the request itself can move on.
 struct IpfsRequest {
     access: Access,
+    action: Action,
     media: Result<IpfsMedia, MediaIdError>,
     file_name: Option<String>,
 }
@@ -56,8 +62,13 @@ impl App {
         );
         let gateways = Arc::new(Gateways::new(&config.gateways, &config.retrieval)?);
         gateways.spawn_probes(config.retrieval.probe_interval);
+        let cache = MediaCache::new(config.cache.max_bytes.as_u64());
+        let thumbnails = config
+            .thumbnails
+            .enabled
+            .then(|| thumbnailer(config, cache.clone()));
         let resolver = Resolver::new(
-            MediaCache::new(config.cache.max_bytes.as_u64()),
+            cache,
             gateways,
             Limits {
                 max_bytes: config.media.max_bytes.as_u64(),
@@ -78,6 +89,7 @@ impl App {
                 .capabilities
                 .advertise_ipfs
                 .then(|| Advertisement::new(config.capabilities.preferred_origin.as_deref())),
+            thumbnails,
         })
     }
 
@@ -93,21 +105,23 @@ impl App {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (route, result) = match ipfs_request(&request, &self.alias_prefix) {
-            Some(ipfs) => {
-                let (parts, _body) = request.into_parts();
-                let route = match (parts.method == Method::OPTIONS, ipfs.access) {
-                    (true, _) => RouteKind::Preflight,
-                    (false, Access::Federation) => RouteKind::Federation,
-                    (false, _) => RouteKind::Download,
-                };
-                (route, self.serve_ipfs(&parts, ipfs, peer).await)
-            }
-            None => (
-                RouteKind::Passthrough,
-                self.pass_through(request, peer).await,
-            ),
-        };
+        let (route, result) =
+            match ipfs_request(&request, &self.alias_prefix, self.thumbnails.is_some()) {
+                Some(ipfs) => {
+                    let (parts, _body) = request.into_parts();
+                    let route = match (parts.method == Method::OPTIONS, ipfs.access) {
+                        (true, _) => RouteKind::Preflight,
+                        (false, Access::Federation) => RouteKind::Federation,
+                        (false, _) if ipfs.action == Action::Thumbnail => RouteKind::Thumbnail,
+                        (false, _) => RouteKind::Download,
+                    };
+                    (route, self.serve_ipfs(&parts, ipfs, peer).await)
+                }
+                None => (
+                    RouteKind::Passthrough,
+                    self.pass_through(request, peer).await,
+                ),
+            };
         let response = result.unwrap_or_else(|error| {
             if error.status.is_server_error() {
                 tracing::warn!(%path, %error, "request failed");
@@ -192,13 +206,44 @@ impl App {
         let media = ipfs
             .media
             .map_err(|e| MatrixError::not_found(e.to_string()))?;
-        if ipfs.access == Access::Federation {
-            let wait = self.waits.requested(request.uri.query())?;
-            let (content, outcome) = Content::get(&self.resolver, &media, wait).await?;
-            let content_type = sniff::resolve(content.sniffed(), None);
-            let mut response = federation::respond(content, &content_type, &federation::boundary());
-            response.extensions_mut().insert(outcome);
-            return Ok(response);
+        match (ipfs.access, ipfs.action, &self.thumbnails) {
+            (Access::Federation, Action::Download, _) => {
+                let wait = self.waits.requested(request.uri.query())?;
+                let (content, outcome) = Content::get(&self.resolver, &media, wait).await?;
+                let content_type = sniff::resolve(content.sniffed(), None);
+                let mut response =
+                    federation::respond(content, &content_type, &federation::boundary());
+                response.extensions_mut().insert(outcome);
+                return Ok(response);
+            }
+            (Access::Federation, Action::Thumbnail, Some(thumbnails)) => {
+                let (item, outcome) = thumbnails
+                    .get(&self.resolver, self.waits, request, &media)
+                    .await?;
+                let content_type = item.sniffed.unwrap_or("application/octet-stream");
+                let mut response = federation::respond(
+                    Content::Whole(item),
+                    content_type,
+                    &federation::boundary(),
+                );
+                response.extensions_mut().insert(outcome);
+                return Ok(response);
+            }
+            (_, Action::Thumbnail, Some(thumbnails)) => {
+                return thumbnail_answer::respond(
+                    thumbnails,
+                    &self.resolver,
+                    self.waits,
+                    request,
+                    &media,
+                )
+                .await;
+            }
+            // Routing sends thumbnails here only when they are enabled.
+            (_, Action::Thumbnail, None) => {
+                return Err(MatrixError::not_found("thumbnails are disabled"));
+            }
+            (_, Action::Download, _) => {}
         }
         download::download(
             &self.resolver,
@@ -211,25 +256,55 @@ impl App {
     }
 }
 
-/// Our request when it is a GET/HEAD/OPTIONS of an ipfs media ID on a media download route
-/// (federation: GET only). Thumbnails pass through until the proxy makes its own: the
-/// homeserver then answers as it does for media it cannot thumbnail.
-fn ipfs_request<B>(request: &Request<B>, alias_prefix: &str) -> Option<IpfsRequest> {
+/// Our request when it is a GET/HEAD/OPTIONS of an ipfs media ID on a media route (federation:
+/// GET only). With thumbnails turned off, thumbnail requests go to the homeserver, which
+/// answers as it does for media it cannot thumbnail.
+fn ipfs_request<B>(
+    request: &Request<B>,
+    alias_prefix: &str,
+    thumbnails_enabled: bool,
+) -> Option<IpfsRequest> {
     let method = request.method();
     let path = router::classify(request.uri().path())?;
     let allowed = match path.access {
         Access::Federation => *method == Method::GET,
         _ => matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
     };
-    if !allowed || path.action != Action::Download {
+    if !allowed || (path.action == Action::Thumbnail && !thumbnails_enabled) {
         return None;
     }
     let media = media_id::parse(&path.media_id, alias_prefix)?;
     Some(IpfsRequest {
         access: path.access,
+        action: path.action,
         media,
         file_name: path.file_name.map(|f| f.into_owned()),
     })
+}
+
+fn thumbnailer(config: &Config, cache: MediaCache) -> Thumbnailer {
+    let t = &config.thumbnails;
+    let sizes = t
+        .sizes
+        .iter()
+        .map(|s| {
+            let method = match s.method {
+                ThumbnailMethod::Crop => ThumbnailMethodKind::Crop,
+                ThumbnailMethod::Scale => ThumbnailMethodKind::Scale,
+            };
+            ThumbnailSize::new(s.width, s.height, method)
+        })
+        .collect();
+    let limits = ThumbnailLimits {
+        max_pixels: t.max_pixels,
+        max_source_bytes: usize::try_from(t.max_source_bytes.as_u64()).unwrap_or(usize::MAX),
+        ..ThumbnailLimits::default()
+    };
+    let concurrency = match t.max_concurrent {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    Thumbnailer::new(cache, sizes, t.dynamic, limits, concurrency)
 }
 
 /// CORS preflight for our media routes, as Synapse answers it.

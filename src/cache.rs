@@ -7,17 +7,26 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cid::Cid;
 
-/// One fully fetched item.
+use crate::media::thumbnail::ThumbnailRequest;
+
+/// What an entry holds: an item's bytes, or one thumbnail of it (one cache, one byte bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    Media(Cid),
+    Thumbnail(Cid, ThumbnailRequest),
+}
+
+/// One fully fetched item (or rendered thumbnail).
 #[derive(Debug)]
 pub struct CachedMedia {
     pub bytes: Bytes,
-    /// What the bytes sniffed as (see `media::sniff`).
+    /// What the bytes sniffed as (see `media::sniff`); a thumbnail's own type.
     pub sniffed: Option<&'static str>,
 }
 
 #[derive(Clone)]
 pub struct MediaCache {
-    items: moka::sync::Cache<Cid, Arc<CachedMedia>>,
+    items: moka::sync::Cache<CacheKey, Arc<CachedMedia>>,
 }
 
 impl MediaCache {
@@ -32,14 +41,14 @@ impl MediaCache {
         Self { items }
     }
 
-    pub fn get(&self, key: &Cid) -> Option<Arc<CachedMedia>> {
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedMedia>> {
         self.items.get(key)
     }
 
     /// Inserts and applies evictions at once: moka otherwise batches them, and until then an
     /// item over the bound stays readable, so memory could overshoot by many large items.
     /// Inserts happen once per completed fetch, so the cost is off the hit path.
-    pub fn insert(&self, key: Cid, item: Arc<CachedMedia>) {
+    pub fn insert(&self, key: CacheKey, item: Arc<CachedMedia>) {
         self.items.insert(key, item);
         self.items.run_pending_tasks();
     }
@@ -60,9 +69,8 @@ impl MediaCache {
 mod tests {
     use super::*;
 
-    fn key(n: u8) -> Cid {
-        let digest = multihash_of(n);
-        Cid::new_v1(0x55, digest)
+    fn key(n: u8) -> CacheKey {
+        CacheKey::Media(Cid::new_v1(0x55, multihash_of(n)))
     }
 
     fn multihash_of(n: u8) -> cid::multihash::Multihash<64> {

@@ -36,6 +36,8 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
+    pub thumbnails: ThumbnailsConfig,
+    #[serde(default)]
     pub capabilities: CapabilitiesConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -192,6 +194,57 @@ pub struct MediaConfig {
     pub id_alias_prefix: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailsConfig {
+    /// Make thumbnails of ipfs images; off, thumbnail requests go to the homeserver.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Render the exact requested size instead of choosing among `sizes`.
+    #[serde(default)]
+    pub dynamic: bool,
+    /// The sizes thumbnails are made at (Synapse's defaults).
+    #[serde(default = "defaults::thumbnail_sizes")]
+    pub sizes: Vec<ThumbnailSizeConfig>,
+    /// Images with more pixels are not thumbnailed (decompression bombs).
+    #[serde(default = "defaults::max_pixels")]
+    pub max_pixels: u64,
+    /// Larger sources are not thumbnailed.
+    #[serde(default = "defaults::thumbnail_source_bytes")]
+    pub max_source_bytes: ByteSize,
+    /// Thumbnails rendered at once; 0 means one per CPU.
+    #[serde(default)]
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSizeConfig {
+    pub width: u32,
+    pub height: u32,
+    pub method: ThumbnailMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThumbnailMethod {
+    Crop,
+    Scale,
+}
+
+impl Default for ThumbnailsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dynamic: false,
+            sizes: defaults::thumbnail_sizes(),
+            max_pixels: defaults::max_pixels(),
+            max_source_bytes: defaults::thumbnail_source_bytes(),
+            max_concurrent: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesConfig {
@@ -268,6 +321,26 @@ mod defaults {
     }
     pub fn token_entries() -> u64 {
         10_000
+    }
+    pub fn thumbnail_sizes() -> Vec<ThumbnailSizeConfig> {
+        let size = |width, height, method| ThumbnailSizeConfig {
+            width,
+            height,
+            method,
+        };
+        vec![
+            size(32, 32, ThumbnailMethod::Crop),
+            size(96, 96, ThumbnailMethod::Crop),
+            size(320, 240, ThumbnailMethod::Scale),
+            size(640, 480, ThumbnailMethod::Scale),
+            size(800, 600, ThumbnailMethod::Scale),
+        ]
+    }
+    pub fn max_pixels() -> u64 {
+        32 * 1024 * 1024
+    }
+    pub fn thumbnail_source_bytes() -> ByteSize {
+        ByteSize::mib(64)
     }
     pub fn alias_prefix() -> String {
         crate::media::media_id::DEFAULT_ALIAS_PREFIX.to_owned()
@@ -400,6 +473,14 @@ impl Config {
                 "media.id_alias_prefix",
                 "must use only A-Z a-z 0-9 _ - (the media ID grammar) and end before the CID",
             );
+        }
+        if self
+            .thumbnails
+            .sizes
+            .iter()
+            .any(|s| s.width == 0 || s.height == 0 || s.width > 4096 || s.height > 4096)
+        {
+            return invalid("thumbnails.sizes", "widths and heights must be 1 to 4096");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "not a valid tracing filter");

@@ -8,3 +8,4 @@ pub mod media_id;
 pub mod range;
 pub mod sniff;
 pub mod thumbnail;
+pub mod thumbnail_answer;

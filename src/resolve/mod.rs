@@ -14,7 +14,7 @@ use cid::Cid;
 use futures_util::Stream;
 use tokio::task::AbortHandle;
 
-use crate::cache::{CachedMedia, MediaCache};
+use crate::cache::{CacheKey, CachedMedia, MediaCache};
 use crate::ipfs::gateway::FetchError;
 use crate::ipfs::pool::Gateways;
 use crate::media::media_id::IpfsMedia;
@@ -72,11 +72,11 @@ impl Resolver {
     /// The cached item, or a subscription to the (possibly new) fetch of it.
     pub fn resolve(&self, media: &IpfsMedia) -> Resolved {
         let key = media.canonical;
-        if let Some(hit) = self.inner.cache.get(&key) {
+        if let Some(hit) = self.inner.cache.get(&CacheKey::Media(key)) {
             return Resolved::Cached(hit);
         }
         let mut flights = self.inner.flights();
-        if let Some(hit) = self.inner.cache.get(&key) {
+        if let Some(hit) = self.inner.cache.get(&CacheKey::Media(key)) {
             return Resolved::Cached(hit);
         }
         // Strong references taken under the lock are dropped only after it is released:
@@ -127,7 +127,7 @@ impl Resolver {
                     bytes: complete.bytes,
                     sniffed: complete.sniffed,
                 };
-                inner.cache.insert(key, Arc::new(item));
+                inner.cache.insert(CacheKey::Media(key), Arc::new(item));
             }
             if flights
                 .get(&key)

@@ -1,0 +1,253 @@
+//! Thumbnails of ipfs images on every thumbnail route, from real encoder output
+//! (tests/fixtures/images, made with Pillow).
+
+mod support;
+
+use std::sync::Arc;
+
+use support::gateway::GatewayStub;
+use support::homeserver::HomeserverStub;
+use support::{bounded, client, json, Proxy, ProxyBuilder};
+
+fn image(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/images/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy) {
+    let hs = HomeserverStub::new();
+    let gw = GatewayStub::new();
+    let proxy = ProxyBuilder::new(hs.start().await)
+        .gateway(gw.start().await)
+        .toml(extra)
+        .start()
+        .await;
+    (hs, gw, proxy)
+}
+
+fn dimensions(bytes: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory(bytes).expect("a decodable thumbnail");
+    (img.width(), img.height())
+}
+
+#[tokio::test]
+async fn element_style_requests_get_synapse_sized_thumbnails() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("").await;
+        let png = gw.add(image("pattern-1000x500.png"));
+        let cases = [
+            ("width=800&height=600&method=scale", "image/png", (800, 400)),
+            ("width=96&height=96&method=crop", "image/png", (96, 96)),
+            ("width=32&height=32&method=crop", "image/png", (32, 32)),
+            ("width=300&height=300", "image/png", (320, 160)),
+        ];
+        for (query, content_type, dims) in cases {
+            for prefix in ["/_matrix/media/v3", "/_matrix/client/v1/media"] {
+                let r = client()
+                    .get(proxy.url(&format!("{prefix}/thumbnail/localhost/ipfs:{png}?{query}")))
+                    .bearer_auth("good")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{prefix} {query}");
+                let h = r.headers().clone();
+                assert_eq!(h["content-type"], content_type);
+                assert_eq!(h["content-disposition"], "inline");
+                assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+                assert_eq!(h["cross-origin-resource-policy"], "cross-origin");
+                assert_eq!(h["access-control-allow-origin"], "*");
+                let etag = h["etag"].to_str().unwrap();
+                assert_ne!(etag, format!("\"{png}\""), "differs from the original's");
+                assert!(etag.contains(&png.to_string()));
+                assert_eq!(dimensions(&r.bytes().await.unwrap()), dims, "{query}");
+            }
+        }
+        assert_eq!(gw.hits(&png), 1, "the source is fetched once");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn orientation_type_and_animation() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("").await;
+        let jpeg = gw.add(image("orientation6-400x200.jpg"));
+        let gif = gw.add(image("animated-120x80.gif"));
+        let thumb = |cid: &str, q: &str| {
+            proxy.url(&format!("/_matrix/media/v3/thumbnail/s/ipfs:{cid}?{q}"))
+        };
+
+        let r = client()
+            .get(thumb(&jpeg, "width=320&height=240"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-type"], "image/jpeg", "JPEG gives JPEG");
+        let (w, h) = dimensions(&r.bytes().await.unwrap());
+        assert!(
+            h > w,
+            "EXIF orientation 6 makes a portrait thumbnail: {w}x{h}"
+        );
+
+        let r = client()
+            .get(thumb(&gif, "width=96&height=96&method=crop&animated=true"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-type"], "image/gif");
+        let bytes = r.bytes().await.unwrap();
+        let frames = image::AnimationDecoder::into_frames(
+            image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes.to_vec())).unwrap(),
+        )
+        .count();
+        assert!(frames > 1, "animation kept: {frames} frames");
+
+        let r = client()
+            .get(thumb(&gif, "width=96&height=96&method=crop"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["content-type"],
+            "image/png",
+            "GIF gives a still PNG"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn what_cannot_be_thumbnailed_answers_like_synapse() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("").await;
+        let text = gw.add(&b"just some text, not an image"[..]);
+        let bomb = gw.add(image("bomb-20000x20000.png"));
+        let corrupt = gw.add(image("truncated.jpg"));
+        let png = gw.add(image("pattern-1000x500.png"));
+        let thumb = |cid: &str, q: &str| {
+            proxy.url(&format!("/_matrix/media/v3/thumbnail/s/ipfs:{cid}?{q}"))
+        };
+        for cid in [&text, &bomb, &corrupt] {
+            let started = std::time::Instant::now();
+            let r = client()
+                .get(thumb(cid, "width=96&height=96&method=crop"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{cid}");
+            assert_eq!(
+                r.headers()["cache-control"],
+                "no-cache, no-store, must-revalidate"
+            );
+            assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNKNOWN");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+        for (query, errcode) in [
+            ("height=96", "M_MISSING_PARAM"),
+            ("width=96", "M_MISSING_PARAM"),
+            ("width=x&height=96", "M_INVALID_PARAM"),
+            ("width=96&height=96&method=stretch", "M_INVALID_PARAM"),
+        ] {
+            let r = client().get(thumb(&png, query)).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{query}");
+            assert_eq!(
+                json(&r.bytes().await.unwrap())["errcode"],
+                errcode,
+                "{query}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn thumbnails_are_cached_and_made_once_under_concurrency() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("").await;
+        let png = gw.add(image("pattern-1000x500.png"));
+        let url = Arc::new(proxy.url(&format!(
+            "/_matrix/media/v3/thumbnail/s/ipfs:{png}?width=640&height=480"
+        )));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let url = Arc::clone(&url);
+            tasks.push(tokio::spawn(async move {
+                client()
+                    .get(url.as_str())
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut bodies = Vec::new();
+        for t in tasks {
+            bodies.push(t.await.unwrap());
+        }
+        assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(gw.hits(&png), 1);
+        let cache = proxy.app.resolver().cache();
+        // The source and exactly one thumbnail.
+        assert_eq!(cache.entry_count(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dynamic_mode_makes_the_exact_size() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("[thumbnails]\ndynamic = true").await;
+        let png = gw.add(image("pattern-1000x500.png"));
+        let r = client()
+            .get(proxy.url(&format!(
+                "/_matrix/media/v3/thumbnail/s/ipfs:{png}?width=50&height=50&method=crop"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(dimensions(&r.bytes().await.unwrap()), (50, 50));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn federation_thumbnail_is_multipart() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("").await;
+        let png = gw.add(image("pattern-1000x500.png"));
+        let r = client()
+            .get(proxy.url(&format!("/_matrix/federation/v1/media/thumbnail/ipfs:{png}?width=96&height=96&method=crop")))
+            .header("authorization", "X-Matrix origin=\"r.example\",destination=\"localhost\",key=\"ed25519:a\",sig=\"good\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let boundary = content_type.split("boundary=").nth(1).unwrap().to_owned();
+        let mut multipart = multer::Multipart::new(r.bytes_stream(), boundary);
+        let first = multipart.next_field().await.unwrap().unwrap();
+        assert_eq!(first.bytes().await.unwrap().as_ref(), b"{}");
+        let second = multipart.next_field().await.unwrap().unwrap();
+        assert_eq!(second.headers()["content-type"], "image/png");
+        assert_eq!(dimensions(&second.bytes().await.unwrap()), (96, 96));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn thumbnails_can_be_left_to_the_homeserver() {
+    bounded(30, async {
+        let (hs, gw, proxy) = setup("[thumbnails]\nenabled = false").await;
+        let png = gw.add(image("one-1x1.png"));
+        let path = format!("/_matrix/media/v3/thumbnail/s/ipfs:{png}?width=32&height=32");
+        let r = client().get(proxy.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 201, "the homeserver answered");
+        assert_eq!(hs.last().target, path);
+    })
+    .await;
+}
