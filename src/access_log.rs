@@ -10,6 +10,8 @@ use http::{Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::metrics::{status_class, RouteLabels, RouteOnly, METRICS};
+
 /// What kind of request this was, for logs (and, later, metric labels: a small fixed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteKind {
@@ -46,7 +48,23 @@ pub struct RequestLog {
 
 impl RequestLog {
     fn emit(&self, bytes: u64, complete: bool) {
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let duration_ms = elapsed * 1000.0;
+        let m = &*METRICS;
+        m.in_flight.dec();
+        let route = self.route.as_str();
+        m.requests
+            .get_or_create(&RouteLabels {
+                route,
+                status_class: status_class(self.status.as_u16()),
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteOnly { route })
+            .observe(elapsed);
+        m.response_bytes
+            .get_or_create(&RouteOnly { route })
+            .inc_by(bytes);
         tracing::info!(
             target: "ipfs_media_proxy::access",
             method = %self.method,

@@ -30,6 +30,7 @@ use crate::media::thumbnail::{
 };
 use crate::media::thumbnail_answer::{self, Thumbnailer};
 use crate::media::{download, federation, sniff};
+use crate::metrics::{Outcome, METRICS};
 use crate::resolve::{Limits, Resolver};
 use crate::router::{self, Access, Action};
 
@@ -97,12 +98,30 @@ impl App {
         &self.resolver
     }
 
+    /// Ready to serve: the homeserver answers, and at least one gateway passes its probe.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let probe = http::Request::get("/_matrix/client/versions")
+            .body(body::empty())
+            .expect("a static request");
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        if let Err(error) = self.homeserver.forward(probe, loopback).await {
+            return Err(format!("homeserver: {}", error.message));
+        }
+        let probes = self.resolver.gateways().all().iter().map(|g| g.probe());
+        if !futures_util::future::join_all(probes).await.contains(&true) {
+            return Err("no IPFS gateway answers its health probe".to_owned());
+        }
+        Ok(())
+    }
+
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Body>,
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
+        // Decremented when the request's log line is written (`access_log`).
+        METRICS.in_flight.inc();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let (route, result) =
@@ -130,10 +149,16 @@ impl App {
             }
             error.into_response()
         });
-        let cache = response
-            .extensions()
-            .get::<CacheOutcome>()
-            .map(|c| c.as_str());
+        let outcome = response.extensions().get::<CacheOutcome>().copied();
+        if let Some(outcome) = outcome.filter(|o| *o != CacheOutcome::NotNeeded) {
+            METRICS
+                .cache_lookups
+                .get_or_create(&Outcome {
+                    outcome: outcome.as_str(),
+                })
+                .inc();
+        }
+        let cache = outcome.map(|c| c.as_str());
         let status = response.status();
         let announced = if method == Method::HEAD
             || status == StatusCode::NO_CONTENT

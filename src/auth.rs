@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::body::Body;
 use crate::error::MatrixError;
 use crate::homeserver::Homeserver;
+use crate::metrics::{Outcome, METRICS};
 
 pub enum Verdict {
     /// Served from memory (`true`) or after asking the homeserver (`false`).
@@ -49,13 +50,28 @@ impl TokenChecker {
         let key = token_key(authorization, query_token);
         if let Some(key) = &key {
             if self.accepted.contains_key(key) {
+                METRICS.token_cache_hits.inc();
                 return Ok(Verdict::Accepted { remembered: true });
             }
         }
+        let count = |outcome| {
+            METRICS
+                .token_checks
+                .get_or_create(&Outcome { outcome })
+                .inc();
+        };
         let response = self
             .homeserver
             .whoami(authorization, query_token, &request.headers, peer)
-            .await?;
+            .await
+            .inspect_err(|_| count("error"))?;
+        count(match response.status() {
+            StatusCode::OK => "accepted",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                "refused"
+            }
+            _ => "error",
+        });
         match response.status() {
             StatusCode::OK => {
                 if let Some(key) = key {

@@ -37,6 +37,11 @@ impl MediaCache {
             .weigher(|_, item: &Arc<CachedMedia>| {
                 u32::try_from(item.bytes.len()).unwrap_or(u32::MAX)
             })
+            .eviction_listener(|_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    crate::metrics::METRICS.cache_evictions.inc();
+                }
+            })
             .build();
         Self { items }
     }
@@ -57,6 +62,13 @@ impl MediaCache {
     pub fn weighted_size(&self) -> u64 {
         self.items.run_pending_tasks();
         self.items.weighted_size()
+    }
+
+    /// Publishes what the cache holds to the metrics (at scrape time).
+    pub fn report(&self) {
+        let m = &crate::metrics::METRICS;
+        m.cache_entries.set(self.entry_count() as i64);
+        m.cache_bytes.set(self.weighted_size() as i64);
     }
 
     pub fn entry_count(&self) -> u64 {

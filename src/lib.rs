@@ -6,6 +6,7 @@
 //! Everything that is not ours goes to `homeserver`.
 
 pub mod access_log;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
@@ -17,6 +18,7 @@ pub mod forwarding;
 pub mod homeserver;
 pub mod ipfs;
 pub mod media;
+pub mod metrics;
 pub mod resolve;
 pub mod router;
 pub mod server;

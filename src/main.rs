@@ -68,6 +68,7 @@ async fn run(config: Config) -> ExitCode {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         addrs = ?server.local_addrs(),
+        admin = ?server.admin_addr(),
         config = %config.summary(),
         "listening"
     );

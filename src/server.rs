@@ -37,6 +37,7 @@ pub enum StartError {
 pub struct Server {
     app: Arc<App>,
     listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
     shutdown_grace: Duration,
     header_read_timeout: Duration,
 }
@@ -51,9 +52,18 @@ impl Server {
                 .map_err(|source| StartError::Listen { addr, source })?;
             listeners.push(listener);
         }
+        let admin = match config.admin.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             app,
             listeners,
+            admin,
             shutdown_grace: config.server.shutdown_grace,
             header_read_timeout: config.server.header_read_timeout,
         })
@@ -64,6 +74,10 @@ impl Server {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn app(&self) -> Arc<App> {
@@ -110,6 +124,9 @@ impl Server {
             });
         }
         drop(conn_tx);
+        if let Some(admin) = self.admin {
+            tokio::spawn(serve_admin(admin, Arc::clone(&self.app), stop_rx.clone()));
+        }
 
         tokio::pin!(shutdown);
         loop {
@@ -159,6 +176,29 @@ impl Server {
                 "requests still in flight after the grace period; closing them"
             );
         }
+    }
+}
+
+/// The admin listener: small, HTTP/1.1, closed with the main listeners.
+async fn serve_admin(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+        };
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(crate::admin::handle(app, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

@@ -18,6 +18,7 @@ use crate::ipfs::gateway::{FetchError, Gateway, GatewayResponse};
 use crate::ipfs::trustless::{self, Sources};
 use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify;
+use crate::metrics::{GatewayLabel, GatewayOutcome, METRICS};
 
 pub struct Gateways {
     all: Arc<[Arc<Gateway>]>,
@@ -105,6 +106,7 @@ impl Gateways {
         gateway: Arc<Gateway>,
         cid: Cid,
     ) -> (Arc<Gateway>, Result<GatewayResponse, FetchError>) {
+        let started = std::time::Instant::now();
         let result = match gateway.mode {
             GatewayMode::Trusted => gateway.fetch_path(&cid).await,
             GatewayMode::Trustless if !verify::is_supported(&cid) => {
@@ -121,6 +123,28 @@ impl Gateways {
                 trustless::fetch_verified(Arc::clone(&gateway), cid, sources).await
             }
         };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(FetchError::NotFound) => "not_found",
+            Err(FetchError::Timeout) => "timeout",
+            Err(FetchError::TooLarge { .. }) => "too_large",
+            Err(FetchError::Upstream(_)) => "error",
+            Err(FetchError::Unverified(_)) => "unverified",
+            Err(FetchError::NotAFile(_)) => "not_a_file",
+            Err(FetchError::Unsupported(_)) => "unsupported",
+        };
+        let name = gateway.name.clone();
+        METRICS
+            .gateway_requests
+            .get_or_create(&GatewayOutcome {
+                gateway: name.clone(),
+                outcome,
+            })
+            .inc();
+        METRICS
+            .gateway_duration
+            .get_or_create(&GatewayLabel { gateway: name })
+            .observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => gateway.health.success(),
             // Not having content is no fault; the rest lowers the score.

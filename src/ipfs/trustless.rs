@@ -189,4 +189,10 @@ fn content_error(error: WalkError) -> FetchError {
 fn bench(gateway: &Gateway, sources: &Sources, why: &dyn std::fmt::Display) {
     tracing::warn!(gateway = %gateway.name, reason = %why, bench = ?sources.bench_time, "gateway served bad data; benched");
     gateway.health.bench(sources.bench_time);
+    crate::metrics::METRICS
+        .verification_failures
+        .get_or_create(&crate::metrics::GatewayLabel {
+            gateway: gateway.name.clone(),
+        })
+        .inc();
 }

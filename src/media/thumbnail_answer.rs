@@ -146,6 +146,7 @@ impl Thumbnailer {
         .map_err(|_| MatrixError::bad_gateway("thumbnailing failed"))?;
         match made {
             Ok(Some(t)) => {
+                crate::metrics::METRICS.thumbnails_rendered.inc();
                 let item = Arc::new(CachedMedia {
                     bytes: t.bytes.into(),
                     sniffed: Some(t.content_type),

@@ -65,6 +65,10 @@ impl Resolver {
         }
     }
 
+    pub fn gateways(&self) -> &Gateways {
+        &self.inner.gateways
+    }
+
     pub fn cache(&self) -> &MediaCache {
         &self.inner.cache
     }

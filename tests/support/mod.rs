@@ -55,6 +55,7 @@ where
 /// The proxy, running in this process.
 pub struct Proxy {
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -144,6 +145,7 @@ impl ProxyBuilder {
     pub async fn start(self) -> Proxy {
         let server = Server::bind(&self.config()).await.unwrap();
         let addr = server.local_addrs()[0];
+        let admin = server.admin_addr();
         let app = server.app();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
@@ -151,6 +153,7 @@ impl ProxyBuilder {
         }));
         Proxy {
             addr,
+            admin,
             app,
             stop: Some(stop),
             task: Some(task),

@@ -1,0 +1,212 @@
+//! Prometheus metrics, named by Prometheus conventions (`ipfs_media_proxy_*`, base units,
+//! `_total`, `_seconds`, `_bytes`). Label values come from small fixed sets (route kinds,
+//! status classes, outcomes, configured gateway URLs): never a CID, user or path.
+//!
+//! One process-wide registry, like a global recorder: the counters are touched from the hot
+//! path of every module, and threading a handle through each would add nothing.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayOutcome {
+    pub gateway: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabel {
+    pub gateway: String,
+}
+
+type Seconds = Family<RouteOnly, Histogram, fn() -> Histogram>;
+type GatewaySeconds = Family<GatewayLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub request_duration: Seconds,
+    pub response_bytes: Family<RouteOnly, Counter>,
+    pub in_flight: Gauge,
+    pub cache_lookups: Family<Outcome, Counter>,
+    pub cache_evictions: Counter,
+    pub cache_entries: Gauge<i64, AtomicI64>,
+    pub cache_bytes: Gauge<i64, AtomicI64>,
+    pub gateway_requests: Family<GatewayOutcome, Counter>,
+    pub gateway_duration: GatewaySeconds,
+    pub verification_failures: Family<GatewayLabel, Counter>,
+    pub token_checks: Family<Outcome, Counter>,
+    pub token_cache_hits: Counter,
+    pub thumbnails_rendered: Counter<u64, AtomicU64>,
+}
+
+fn latency() -> Histogram {
+    // 0.5 ms to ~65 s: cache hits through cold fetches.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("ipfs_media_proxy");
+    let m = Metrics {
+        requests: Family::default(),
+        request_duration: Family::new_with_constructor(latency as fn() -> Histogram),
+        response_bytes: Family::default(),
+        in_flight: Gauge::default(),
+        cache_lookups: Family::default(),
+        cache_evictions: Counter::default(),
+        cache_entries: Gauge::default(),
+        cache_bytes: Gauge::default(),
+        gateway_requests: Family::default(),
+        gateway_duration: Family::new_with_constructor(latency as fn() -> Histogram),
+        verification_failures: Family::default(),
+        token_checks: Family::default(),
+        token_cache_hits: Counter::default(),
+        thumbnails_rendered: Counter::default(),
+        registry: Registry::default(),
+    };
+    registry.register(
+        "requests",
+        "Requests answered, by route kind and status class",
+        m.requests.clone(),
+    );
+    registry.register(
+        "request_duration_seconds",
+        "Time from request to the end of the response body",
+        m.request_duration.clone(),
+    );
+    registry.register(
+        "response_bytes",
+        "Response body bytes sent",
+        m.response_bytes.clone(),
+    );
+    registry.register(
+        "in_flight_requests",
+        "Requests being answered now",
+        m.in_flight.clone(),
+    );
+    registry.register(
+        "cache_lookups",
+        "ipfs media lookups: hit, miss, joined a fetch",
+        m.cache_lookups.clone(),
+    );
+    registry.register(
+        "cache_evictions",
+        "Items the cache let go to stay within its bound",
+        m.cache_evictions.clone(),
+    );
+    registry.register(
+        "cache_entries",
+        "Items held in the cache",
+        m.cache_entries.clone(),
+    );
+    registry.register(
+        "cache_held_bytes",
+        "Bytes held in the cache",
+        m.cache_bytes.clone(),
+    );
+    registry.register(
+        "gateway_requests",
+        "Gateway fetches by gateway and outcome",
+        m.gateway_requests.clone(),
+    );
+    registry.register(
+        "gateway_request_duration_seconds",
+        "Time until a gateway delivered (or failed)",
+        m.gateway_duration.clone(),
+    );
+    registry.register(
+        "verification_failures",
+        "Blocks from a gateway that did not match their CID",
+        m.verification_failures.clone(),
+    );
+    registry.register(
+        "token_checks",
+        "Access-token checks asked of the homeserver",
+        m.token_checks.clone(),
+    );
+    registry.register(
+        "token_cache_hits",
+        "Access tokens accepted from memory",
+        m.token_cache_hits.clone(),
+    );
+    registry.register(
+        "thumbnails_rendered",
+        "Thumbnails made",
+        m.thumbnails_rendered.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+/// `2xx`, `4xx`, ...: a bounded label.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &METRICS.registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_conventions() {
+        METRICS
+            .requests
+            .get_or_create(&RouteLabels {
+                route: "download",
+                status_class: "2xx",
+            })
+            .inc();
+        let text = render();
+        assert!(
+            text.contains(
+                "ipfs_media_proxy_requests_total{route=\"download\",status_class=\"2xx\"}"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE ipfs_media_proxy_request_duration_seconds histogram"));
+        assert!(text.contains("ipfs_media_proxy_cache_held_bytes"));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(416), "4xx");
+        assert_eq!(status_class(504), "5xx");
+    }
+}
