@@ -8,6 +8,7 @@
 //! request; refusals are never remembered.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -30,7 +31,17 @@ pub enum Verdict {
 
 pub struct TokenChecker {
     homeserver: Homeserver,
-    accepted: moka::sync::Cache<[u8; 32], ()>,
+    /// Token digest -> the user it belongs to.
+    accepted: moka::sync::Cache<[u8; 32], Arc<str>>,
+}
+
+/// What a passed-through request may tell us about the tokens we remember.
+pub enum TokenEvent {
+    None,
+    /// `POST .../logout`, or any 401 for a token: forget it.
+    Revoked([u8; 32]),
+    /// `POST .../logout/all`: forget every token of that token's user.
+    RevokedAll([u8; 32]),
 }
 
 impl TokenChecker {
@@ -40,7 +51,40 @@ impl TokenChecker {
             accepted: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
+                .support_invalidation_closures()
                 .build(),
+        }
+    }
+
+    /// Before a request passes through: which token it carries and whether it logs out.
+    pub fn watch(&self, request: &http::Request<Body>) -> Option<(bool, [u8; 32])> {
+        let key = token_key(
+            request.headers().get(header::AUTHORIZATION),
+            request.uri().query().and_then(access_token_param),
+        )?;
+        let path = request.uri().path();
+        let logout_all = request.method() == http::Method::POST
+            && (path == "/_matrix/client/v3/logout/all" || path == "/_matrix/client/r0/logout/all");
+        Some((logout_all, key))
+    }
+
+    /// After it: a logout through us, or a 401 for a token, ends our memory of that token
+    /// (a logout straight at the homeserver is honoured within `auth.token_cache_ttl`).
+    pub fn observe(&self, watched: Option<(bool, [u8; 32])>, path: &str, status: StatusCode) {
+        let Some((logout_all, key)) = watched else {
+            return;
+        };
+        let logout = path == "/_matrix/client/v3/logout" || path == "/_matrix/client/r0/logout";
+        if logout_all && status.is_success() {
+            match self.accepted.get(&key) {
+                Some(user) => {
+                    let _ = self.accepted.invalidate_entries_if(move |_, u| *u == user);
+                }
+                // We cannot tell whose tokens went: forget them all (they are re-checked).
+                None => self.accepted.invalidate_all(),
+            }
+        } else if (logout && status.is_success()) || status == StatusCode::UNAUTHORIZED {
+            self.accepted.invalidate(&key);
         }
     }
 
@@ -74,8 +118,16 @@ impl TokenChecker {
         });
         match response.status() {
             StatusCode::OK => {
-                if let Some(key) = key {
-                    self.accepted.insert(key, ());
+                let body = crate::body::collect_limited(response.into_body(), 64 * 1024)
+                    .await
+                    .map_err(|_| {
+                        MatrixError::bad_gateway("the homeserver's answer could not be read")
+                    })?;
+                let user: Option<Arc<str>> = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("user_id")?.as_str().map(Arc::from));
+                if let (Some(key), Some(user)) = (key, user) {
+                    self.accepted.insert(key, user);
                 }
                 Ok(Verdict::Accepted { remembered: false })
             }

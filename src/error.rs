@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
-use crate::media::headers::{cors, NO_STORE};
+use crate::media::headers::{media_security, NO_STORE};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatrixError {
@@ -57,7 +57,8 @@ impl MatrixError {
         );
         // Errors are never cached: the content may appear on a gateway a moment later.
         headers.insert(header::CACHE_CONTROL, NO_STORE);
-        cors(headers);
+        // Synapse puts its media security headers (and CORS) on its error answers too.
+        media_security(headers);
         response
     }
 }

@@ -183,3 +183,40 @@ async fn invalid_cid_is_checked_after_the_token() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn logout_through_the_proxy_forgets_the_token() {
+    bounded(30, async {
+        let (hs, _gw, proxy, cid) = setup("").await;
+        let download = || {
+            client()
+                .get(proxy.url(&path(&cid)))
+                .bearer_auth("good")
+                .send()
+        };
+        assert_eq!(download().await.unwrap().status(), 200);
+        assert_eq!(download().await.unwrap().status(), 200);
+        assert_eq!(hs.whoami_calls(), 1);
+        let r = client()
+            .post(proxy.url("/_matrix/client/v3/logout"))
+            .bearer_auth("good")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        assert_eq!(download().await.unwrap().status(), 200);
+        assert_eq!(hs.whoami_calls(), 2, "asked again after the logout");
+        // logout/all forgets every token of the user.
+        let r = client()
+            .post(proxy.url("/_matrix/client/v3/logout/all"))
+            .bearer_auth("good")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        assert_eq!(download().await.unwrap().status(), 200);
+        assert_eq!(hs.whoami_calls(), 3);
+    })
+    .await;
+}

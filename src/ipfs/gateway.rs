@@ -52,12 +52,13 @@ impl FetchError {
             FetchError::TooLarge { limit } => MatrixError::too_large(format!(
                 "the content is larger than this server's {limit}-byte limit"
             )),
-            FetchError::Upstream(reason) => {
-                MatrixError::bad_gateway(format!("the IPFS gateway failed: {reason}"))
+            // The details (gateway addresses, transport errors) are for the log, not clients.
+            FetchError::Upstream(_) => {
+                MatrixError::bad_gateway("the IPFS gateways could not deliver this content")
             }
-            FetchError::Unverified(reason) => MatrixError::bad_gateway(format!(
-                "no gateway served content matching the CID: {reason}"
-            )),
+            FetchError::Unverified(_) => {
+                MatrixError::bad_gateway("no IPFS gateway served content matching the CID")
+            }
             FetchError::NotAFile(kind) => {
                 MatrixError::not_found(format!("this CID is {kind}, not a file"))
             }
