@@ -1,0 +1,986 @@
+#!/usr/bin/env python3
+"""The benchmark harness of ipfs-media-proxy (issue #7). Run it through `bash benches/run.sh`,
+which builds the binaries first; see benches/README.md for what every scenario measures.
+
+    python3 benches/bench.py [--smoke] [--only 1,3,5] [--strict]
+
+Everything listens on 127.0.0.1 only, every load is bounded in time, and every process this
+script starts is stopped again (also on failure or Ctrl-C). Results go to
+benches/out/results-{full,smoke}.{md,json}. Standard library only.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+OUT = os.path.join(BENCH, "out")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SMALL_PATH = "/_matrix/client/versions"
+UPLOAD_PATH = "/_matrix/media/v3/upload"
+MEDIA_PATH = "/_matrix/media/v3/download/bench/ipfs:{cid}"
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class HarnessError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# processes
+
+
+class Procs:
+    """Every process we start, so that all of them are stopped whatever happens."""
+
+    def __init__(self, pidfile):
+        self.procs = []
+        self.pidfile = pidfile
+
+    def start(self, name, argv, env=None, stdout=None):
+        logf = open(os.path.join(OUT, "logs", f"{name}.log"), "wb")
+        p = subprocess.Popen(
+            argv,
+            stdout=stdout if stdout is not None else logf,
+            stderr=logf,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+        )
+        self.procs.append((name, p))
+        with open(self.pidfile, "a") as f:
+            f.write(f"{p.pid} {name}\n")
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, wait=5.0):
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+                p.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self):
+        for name, p in reversed(self.procs):
+            # nginx: SIGTERM is a fast shutdown of master and workers.
+            self.stop(p)
+        self.procs.clear()
+        try:
+            os.unlink(self.pidfile)
+        except FileNotFoundError:
+            pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(p, name, timeout=60):
+    """benchkit prints `LISTENING addr` on stdout."""
+    deadline = time.time() + timeout
+    line = b""
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise HarnessError(f"{name} exited with {p.returncode}; see benches/out/logs/{name}.log")
+        line = p.stdout.readline()
+        if line.startswith(b"LISTENING "):
+            return line.split()[1].decode()
+    raise HarnessError(f"{name} did not start listening")
+
+
+def http_get(url, timeout=30, method="GET"):
+    req = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def wait_http(url, p, name, timeout=30):
+    deadline = time.time() + timeout
+    err = None
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise HarnessError(f"{name} exited with {p.returncode}; see benches/out/logs/{name}.log")
+        try:
+            status, _ = http_get(url, timeout=2)
+            if status == 200:
+                return
+        except Exception as e:  # noqa: BLE001 - still starting
+            err = e
+        time.sleep(0.1)
+    raise HarnessError(f"{name} not answering {url}: {err}")
+
+
+# ------------------------------------------------------------------------------------------------
+# /proc
+
+
+def proc_children(pid):
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    kids.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm(pids):
+    ok = True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+# ------------------------------------------------------------------------------------------------
+# CIDs
+
+
+def cid_digest(cid):
+    """sha2-256 digest (hex) of a base32 CIDv1 raw sha2-256."""
+    s = cid[1:].upper()
+    raw = base64.b32decode(s + "=" * (-len(s) % 8))
+    assert raw[:4] == bytes([1, 0x55, 0x12, 0x20]), cid
+    return raw[4:].hex()
+
+
+# ------------------------------------------------------------------------------------------------
+# wrk
+
+WRK_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,' ..
+    '"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"mean_us":%.1f,"max_us":%d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max))
+end
+"""
+
+WRK_UPLOAD = r"""
+wrk.method = "POST"
+wrk.body = string.rep("u", 1048576)
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+def write_wrk_scripts():
+    d = os.path.join(OUT, "wrk")
+    os.makedirs(d, exist_ok=True)
+    get = os.path.join(d, "get.lua")
+    up = os.path.join(d, "upload.lua")
+    with open(get, "w") as f:
+        f.write(WRK_DONE)
+    with open(up, "w") as f:
+        f.write(WRK_UPLOAD + WRK_DONE)
+    return {"get": get, "upload": up}
+
+
+def run_wrk(url, script, conns, threads, duration, pids):
+    hwm_reset = reset_hwm(pids)
+    cpu0 = cpu_seconds(pids)
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", script, url]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"wrk did not finish: {url}")
+    cpu1 = cpu_seconds(pids)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("WRKJSON ")), None)
+    if r.returncode != 0 or line is None:
+        raise HarnessError(f"wrk failed on {url}: {r.stderr.strip() or r.stdout.strip()}")
+    res = json.loads(line[len("WRKJSON "):])
+    secs = res["duration_us"] / 1e6
+    n = res["requests"]
+    hwm = [status_kib(p, "VmHWM:") for p in pids]
+    res.update(
+        rps=n / secs if secs else 0.0,
+        mib_s=res["bytes"] / secs / 2**20 if secs else 0.0,
+        cpu_s=cpu1 - cpu0,
+        cpu_s_per_10k=(cpu1 - cpu0) / n * 1e4 if n else None,
+        hwm_kib=sum(h for h in hwm if h),
+        hwm_reset=hwm_reset,
+        errors=res["connect"] + res["read"] + res["write"] + res["timeout"],
+        non2xx=res["status"],
+    )
+    if n == 0:
+        raise HarnessError(f"wrk made no requests to {url}")
+    return res
+
+
+def aggregate(runs):
+    def med(k):
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        return statistics.median(vals) if vals else None
+
+    return {
+        "rounds": len(runs),
+        "rps": med("rps"),
+        "mib_s": med("mib_s"),
+        "p50_us": med("p50_us"),
+        "p99_us": med("p99_us"),
+        "cpu_s_per_10k": med("cpu_s_per_10k"),
+        "peak_rss_kib": max((r["hwm_kib"] for r in runs), default=None),
+        "hwm_reset": all(r["hwm_reset"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "non2xx": sum(r["non2xx"] for r in runs),
+        "runs": runs,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# the harness
+
+
+class Bench:
+    def __init__(self, opts):
+        self.opts = opts
+        self.smoke = opts.smoke
+        self.mode = "smoke" if opts.smoke else "full"
+        self.duration = opts.duration or (2 if self.smoke else 5)
+        self.rounds = opts.rounds or (1 if self.smoke else 3)
+        self.warmup = 0 if self.smoke else 2
+        self.conns = 32
+        self.threads = 2
+        self.procs = Procs(os.path.join(OUT, "run.pids"))
+        self.results = {"mode": self.mode, "scenarios": {}, "targets": [], "notes": []}
+        self.only = set(opts.only.split(",")) if opts.only else None
+
+    def perf_start(self, key, pid, seconds):
+        """--perf: sample the proxy (cpu-clock, flat by symbol) during its first run of a scenario."""
+        if not self.opts.perf:
+            return None
+        d = os.path.join(OUT, "perf")
+        os.makedirs(d, exist_ok=True)
+        data = os.path.join(d, f"{key}.data")
+        p = subprocess.Popen(["perf", "record", "-q", "-g", "-e", "cpu-clock", "-F", "1999", "-p", str(pid), "-o", data,
+                              "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return p, key, data, seconds
+
+    def perf_finish(self, h):
+        if h is None:
+            return
+        p, key, data, seconds = h
+        try:
+            p.wait(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        txt = os.path.join(OUT, "perf", f"{key}.txt")
+        reports = (
+            ("self time by DSO", ["--no-children", "--sort", "dso", "-g", "none"]),
+            ("self time by symbol", ["--no-children", "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.3"]),
+            # Meaningful when the proxy was built with frame pointers (see README: profiling).
+            ("inclusive time by symbol (frame-pointer call chains)",
+             ["--children", "--sort", "symbol", "-g", "none", "--percent-limit", "1.5"]),
+        )
+        with open(txt, "w") as f:
+            for title, extra in reports:
+                r = subprocess.run(["perf", "report", "-i", data, "--stdio", *extra],
+                                   capture_output=True, text=True, timeout=300)
+                lines = [l.rstrip() for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
+                f.write(f"## {title}\n" + "\n".join(lines) + "\n\n")
+        log(f"  perf profile of the proxy: {txt}")
+
+    def want(self, n):
+        return self.only is None or str(n) in self.only
+
+    # --- machine ---------------------------------------------------------------------------
+
+    def machine(self):
+        def cmd(argv):
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+                return (r.stdout + r.stderr).strip().splitlines()[0]
+            except Exception:  # noqa: BLE001
+                return None
+
+        model = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        mem = None
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = int(line.split()[1])
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        git = cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml"],
+                               capture_output=True, text=True).stdout.strip()
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "nproc": len(os.sched_getaffinity(0)),
+            "cpu_model": model,
+            "mem_total_gib": round(mem / 2**20, 1) if mem else None,
+            "kernel": platform.release(),
+            "ulimit_n": soft,
+            "ulimit_n_hard": hard,
+            "loadavg_start": open("/proc/loadavg").read().split()[:3],
+            "wrk": cmd(["wrk", "-v"]),
+            "nginx": cmd(["nginx", "-v"]),
+            "rustc": cmd(["rustc", "-V"]),
+            "proxy_commit": (git or "?") + ("+dirty" if dirty else ""),
+        }
+
+    # --- set-up ----------------------------------------------------------------------------
+
+    def start(self):
+        os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
+        kit = self.opts.benchkit
+        self.upstream_p = self.procs.start(
+            "upstream", [kit, "serve", "--role", "upstream", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE)
+        self.upstream = wait_listening(self.upstream_p, "upstream")
+        self.gateway_p = self.procs.start(
+            "gateway",
+            [kit, "serve", "--role", "gateway", "--listen", "127.0.0.1:0",
+             "--cid-cache", os.path.join(OUT, "cids.txt"), "--burst-delay-ms", "100"],
+            stdout=subprocess.PIPE)
+        self.gateway = wait_listening(self.gateway_p, "gateway", timeout=120)
+        self.objects = {o["name"]: o for o in self.gateway_stats()["objects"]}
+        log(f"upstream {self.upstream}, gateway {self.gateway}")
+
+        # nginx, with the same 64 KiB / 1 MiB bytes the gateway serves, as static files
+        ng = os.path.join(OUT, "nginx")
+        for sub in ("www/static", "tmp", "logs"):
+            os.makedirs(os.path.join(ng, sub), exist_ok=True)
+        for name in ("64k", "1m"):
+            _, body = http_get(f"http://{self.gateway}/ipfs/{self.objects[name]['cid']}")
+            if hashlib.sha256(body).hexdigest() != cid_digest(self.objects[name]["cid"]):
+                raise HarnessError(f"stub gateway bytes for {name} do not match their CID")
+            with open(os.path.join(ng, "www/static", f"{name}.bin"), "wb") as f:
+                f.write(body)
+        self.nginx_port = free_port()
+        conf = os.path.join(ng, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(prefix=ng, port=self.nginx_port, upstream=self.upstream, gateway=self.gateway,
+                                      nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+        self.nginx_p = self.procs.start("nginx", ["nginx", "-p", ng + "/", "-c", conf, "-e", os.path.join(ng, "logs/error.log")])
+        self.nginx = f"127.0.0.1:{self.nginx_port}"
+        wait_http(f"http://{self.nginx}/static/64k.bin", self.nginx_p, "nginx")
+        self.nginx_pids = [self.nginx_p.pid] + proc_children(self.nginx_p.pid)
+
+        self.start_proxy()
+
+    def start_proxy(self):
+        self.proxy_port = free_port()
+        cfg = os.path.join(OUT, "proxy.toml")
+        with open(cfg, "w") as f:
+            f.write(PROXY_CONF.format(port=self.proxy_port, upstream=self.upstream, gateway=self.gateway))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IPFS_MEDIA_PROXY_") and k != "RUST_LOG"}
+        for kv in self.opts.proxy_env or []:
+            k, _, v = kv.partition("=")
+            env[k] = v
+        self.proxy_p = self.procs.start("proxy", [self.opts.proxy, "--config", cfg], env=env)
+        self.proxy = f"127.0.0.1:{self.proxy_port}"
+        wait_http(f"http://{self.proxy}{SMALL_PATH}", self.proxy_p, "proxy")
+        log(f"nginx {self.nginx} (pids {self.nginx_pids}), proxy {self.proxy} (pid {self.proxy_p.pid})")
+
+    def gateway_stats(self):
+        _, body = http_get(f"http://{self.gateway}/stats")
+        return json.loads(body)
+
+    def gateway_count(self, name):
+        return next(o["requests"] for o in self.gateway_stats()["objects"] if o["name"] == name)
+
+    def check_alive(self):
+        for name, p in (("upstream", self.upstream_p), ("gateway", self.gateway_p),
+                        ("nginx", self.nginx_p), ("proxy", self.proxy_p)):
+            if p.poll() is not None:
+                raise HarnessError(f"{name} died (exit {p.returncode}); see benches/out/logs/{name}.log")
+
+    # --- wrk scenarios ---------------------------------------------------------------------
+
+    def wrk_scenario(self, key, title, variants, script="get", conns=None, threads=None):
+        """variants: [(label, url, pids)]; rounds interleave the variants to share the noise."""
+        conns = conns or self.conns
+        threads = threads or self.threads
+        sc = self.scripts[script]
+        log(f"scenario {key}: {title}")
+        if self.warmup:
+            for label, url, pids in variants:
+                run_wrk(url, sc, conns, threads, self.warmup, pids)
+        runs = {label: [] for label, _, _ in variants}
+        for rnd in range(self.rounds):
+            for label, url, pids in variants:
+                self.check_alive()
+                prof = self.perf_start(key, self.proxy_p.pid, self.duration) \
+                    if rnd == 0 and label.startswith("proxy") else None
+                r = run_wrk(url, sc, conns, threads, self.duration, pids)
+                self.perf_finish(prof)
+                runs[label].append(r)
+                log(f"  {label:>14} round {rnd + 1}: {r['rps']:9.0f} req/s  p50 {r['p50_us']:6d} us  "
+                    f"p99 {r['p99_us']:6d} us  cpu/10k {r['cpu_s_per_10k']:.3f} s  err {r['errors']}+{r['non2xx']}")
+        res = {"title": title, "connections": conns, "threads": threads, "duration_s": self.duration,
+               "kind": "wrk", "variants": {label: aggregate(rs) for label, rs in runs.items()}}
+        for label, v in res["variants"].items():
+            if v["errors"] or v["non2xx"]:
+                self.results["notes"].append(
+                    f"{key}/{label}: {v['errors']} socket errors and {v['non2xx']} non-2xx answers in "
+                    f"{v['requests']} requests")
+        self.results["scenarios"][key] = res
+        return res
+
+    def scenario1(self):
+        up, ng, px = [self.upstream_p.pid], self.nginx_pids, [self.proxy_p.pid]
+        v = [("direct", f"http://{self.upstream}{SMALL_PATH}", up),
+             ("nginx", f"http://{self.nginx}{SMALL_PATH}", ng),
+             ("proxy", f"http://{self.proxy}{SMALL_PATH}", px)]
+        self.wrk_scenario("1-small", "pass-through, small JSON (GET)", v)
+        self.wrk_scenario("1-small-1conn", "pass-through, small JSON, 1 connection (latency)", v,
+                          conns=1, threads=1)
+
+    def scenario2(self):
+        up, ng, px = [self.upstream_p.pid], self.nginx_pids, [self.proxy_p.pid]
+        self.wrk_scenario("2-down-1m", "pass-through, 1 MiB response", [
+            ("direct", f"http://{self.upstream}/1m", up),
+            ("nginx", f"http://{self.nginx}/1m", ng),
+            ("proxy", f"http://{self.proxy}/1m", px)])
+        self.wrk_scenario("2-up-1m", "pass-through, 1 MiB upload (POST)", [
+            ("direct", f"http://{self.upstream}{UPLOAD_PATH}", up),
+            ("nginx", f"http://{self.nginx}{UPLOAD_PATH}", ng),
+            ("proxy", f"http://{self.proxy}{UPLOAD_PATH}", px)], script="upload")
+
+    def scenario3(self):
+        notes = {}
+        for name in ("64k", "1m"):
+            cid = self.objects[name]["cid"]
+            url = f"http://{self.proxy}{MEDIA_PATH.format(cid=cid)}"
+            before = self.gateway_count(name)
+            status, body = http_get(url)  # warm the cache
+            http_get(url)
+            digest_ok = status == 200 and hashlib.sha256(body).hexdigest() == cid_digest(cid)
+            if not digest_ok:
+                raise HarnessError(f"proxy answered {status} / wrong bytes for cached {name}")
+            warm = self.gateway_count(name)
+            res = self.wrk_scenario(f"3-cached-{name}", f"cached ipfs media {name}: proxy vs nginx static", [
+                ("nginx static", f"http://{self.nginx}/static/{name}.bin", self.nginx_pids),
+                ("proxy cached", url, [self.proxy_p.pid])])
+            after = self.gateway_count(name)
+            res["gateway_fetches"] = {"warm_up": warm - before, "during_load": after - warm}
+            res["bytes_verified"] = digest_ok
+            notes[name] = res["gateway_fetches"]
+        log(f"  gateway fetches (warm-up, during load): {notes}")
+
+    # --- 1 GiB cold -------------------------------------------------------------------------
+
+    def curl_fetch(self, url, sample_pid=None):
+        samples = []
+        stop = threading.Event()
+
+        def sampler():
+            while not stop.is_set():
+                v = status_kib(sample_pid, "VmRSS:")
+                if v:
+                    samples.append(v)
+                time.sleep(0.02)
+
+        base = status_kib(sample_pid, "VmRSS:") if sample_pid else None
+        t = None
+        if sample_pid:
+            t = threading.Thread(target=sampler, daemon=True)
+            t.start()
+        try:
+            r = subprocess.run(
+                ["curl", "-sS", "-o", "/dev/null", "--max-time", "120", "-w",
+                 "%{http_code} %{size_download} %{time_starttransfer} %{time_total} %{speed_download}", url],
+                capture_output=True, text=True, timeout=150)
+        finally:
+            stop.set()
+            if t:
+                t.join()
+        code, size, ttfb, total, speed = r.stdout.split()
+        out = {"status": int(code), "bytes": int(size), "ttfb_ms": float(ttfb) * 1000,
+               "total_s": float(total), "mib_s": float(speed) / 2**20, "curl_rc": r.returncode}
+        if sample_pid:
+            out["rss_base_kib"] = base
+            out["rss_max_kib"] = max(samples, default=base)
+            out["rss_growth_mib"] = (out["rss_max_kib"] - base) / 1024 if base else None
+            out["rss_samples"] = len(samples)
+        return out
+
+    def scenario4(self):
+        log("scenario 4-cold-1g: cold 1 GiB ipfs media, streamed")
+        cid = self.objects["1g"]["cid"]
+        direct = f"http://{self.gateway}/ipfs/{cid}"
+        proxied = f"http://{self.proxy}{MEDIA_PATH.format(cid=cid)}"
+        relayed = f"http://{self.nginx}/ipfs/{cid}"
+        runs = {"gateway direct": [], "nginx relay": [], "proxy": []}
+        before = self.gateway_count("1g")
+        for rnd in range(self.rounds):
+            self.check_alive()
+            # Drop idle keep-alive connections and let the allocator settle before the baseline.
+            time.sleep(0.5)
+            for label, url, pid in (("gateway direct", direct, None), ("nginx relay", relayed, None),
+                                    ("proxy", proxied, self.proxy_p.pid)):
+                prof = self.perf_start("4-cold-1g", pid, 4) if pid and rnd == 0 else None
+                r = self.curl_fetch(url, pid)
+                self.perf_finish(prof)
+                runs[label].append(r)
+                log(f"  {label:>14} round {rnd + 1}: {r['mib_s']:7.0f} MiB/s  ttfb {r['ttfb_ms']:.1f} ms  "
+                    f"status {r['status']} bytes {r['bytes']}"
+                    + (f"  RSS +{r['rss_growth_mib']:.1f} MiB" if pid else ""))
+                if r["status"] != 200 or r["bytes"] != 2**30:
+                    self.results["notes"].append(f"4-cold-1g/{label}: status {r['status']}, {r['bytes']} bytes")
+        fetches = self.gateway_count("1g") - before
+
+        def agg(rs):
+            a = {"rounds": len(rs),
+                 "mib_s": statistics.median(r["mib_s"] for r in rs),
+                 "ttfb_ms": statistics.median(r["ttfb_ms"] for r in rs),
+                 "all_complete": all(r["status"] == 200 and r["bytes"] == 2**30 for r in rs),
+                 "runs": rs}
+            g = [r["rss_growth_mib"] for r in rs if r.get("rss_growth_mib") is not None]
+            if g:
+                a["rss_growth_mib_max"] = max(g)
+                a["rss_before_mib"] = min(r["rss_base_kib"] for r in rs) / 1024
+                a["rss_max_mib"] = max(r["rss_max_kib"] for r in rs) / 1024
+            return a
+
+        self.results["scenarios"]["4-cold-1g"] = {
+            "title": "cold 1 GiB ipfs media (streamed, not cached), curl", "kind": "curl",
+            "variants": {k: agg(v) for k, v in runs.items()},
+            "gateway_fetches": fetches, "expected_gateway_fetches": self.rounds * 3}
+
+    # --- 500 concurrent requests, one uncached CID -----------------------------------------
+
+    def scenario5(self):
+        log("scenario 5-burst: 500 concurrent requests for one uncached CID")
+        rounds = []
+        for rnd in range(self.rounds):
+            name = f"burst-{rnd}"
+            obj = self.objects[name]
+            before = self.gateway_count(name)
+            url = f"http://{self.proxy}{MEDIA_PATH.format(cid=obj['cid'])}"
+            r = subprocess.run(
+                [self.opts.benchkit, "burst", "--url", url, "--n", "500", "--timeout-s", "60",
+                 "--expect-sha256", cid_digest(obj["cid"])],
+                capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise HarnessError(f"benchkit burst failed: {r.stderr}")
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            res["cid"] = obj["cid"]
+            res["size"] = obj["size"]
+            res["gateway_fetches"] = self.gateway_count(name) - before
+            rounds.append(res)
+            log(f"  round {rnd + 1}: gateway fetches {res['gateway_fetches']}, ok {res['ok']}/{res['n']}, "
+                f"distinct bodies {res['distinct_bodies']}, match {res['digest_match']}, "
+                f"p50 {res['p50_ms']} ms p99 {res['p99_ms']} ms")
+        self.results["scenarios"]["5-burst"] = {
+            "title": "500 concurrent requests for one uncached CID (gateway answers after 100 ms)",
+            "kind": "burst", "rounds": rounds}
+
+    # --- idle keep-alive connections --------------------------------------------------------
+
+    def scenario6(self):
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        cap = max(100, soft - 1000)  # leave fds for the probes and the proxy's upstream pool
+        wanted = [200, 1000] if self.smoke else [1000, 5000, 10000, 20000]
+        steps = sorted({min(s, cap) for s in wanted})
+        log(f"scenario 6-idle: idle keep-alive connections, steps {steps} (ulimit -n {soft})")
+        cid = self.objects["64k"]["cid"]
+        r = subprocess.run(
+            [self.opts.benchkit, "idle", "--addr", self.proxy, "--steps", ",".join(map(str, steps)),
+             "--establish-method", "OPTIONS", "--establish-path", MEDIA_PATH.format(cid=cid),
+             "--probe-path", SMALL_PATH, "--probe-n", "200", "--hold-ms", "1000",
+             "--timeout-s", "60" if self.smoke else "180", "--pid", str(self.proxy_p.pid)],
+            capture_output=True, text=True, timeout=240)
+        lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+        for s in lines:
+            if "step" in s:
+                log(f"  step {s['step']}: open {s['open']} (failed {s['open_failed']}) in {s['open_s']} s, "
+                    f"idle probes {s['probe_ok']}/{s['probe_total']} (closed {s['probe_closed']}), "
+                    f"fresh {s['fresh_ok']}/{s['fresh_total']}, p99 {s['p99_ms']} ms, "
+                    f"proxy RSS {s['server_rss_kib']} KiB fds {s['server_fds']}")
+        self.results["scenarios"]["6-idle"] = {
+            "title": "idle keep-alive connections held open, then probes on old and fresh connections",
+            "kind": "idle", "ulimit_n": soft, "steps_requested": wanted, "steps": [l for l in lines if "step" in l],
+            "timed_out": any(l.get("timeout") for l in lines), "stderr": r.stderr[-2000:]}
+        self.check_alive()
+
+    # --- targets ----------------------------------------------------------------------------
+
+    def targets(self):
+        sc = self.results["scenarios"]
+        t = self.results["targets"]
+
+        def add(name, measured, ratio, ok, need):
+            t.append({"target": name, "measured": measured, "ratio": ratio, "pass": ok, "need": need})
+
+        def paired(a, b, key, op):
+            """Per-round comparison of a variant with its reference (same round, seconds apart),
+            then the median over rounds: the figure least disturbed by other load."""
+            vals = [op(x[key], y[key]) for x, y in zip(a["runs"], b["runs"])]
+            return statistics.median(vals), vals
+
+        def rounds(vals, nd=2):
+            return "" if len(vals) < 2 else " (rounds: " + ", ".join(f"{v:.{nd}f}" for v in vals) + ")"
+
+        ratio = lambda x, y: x / y  # noqa: E731
+
+        for key, label in (("1-small", "small JSON"), ("2-down-1m", "1 MiB response"), ("2-up-1m", "1 MiB upload")):
+            if key in sc:
+                px, ng = sc[key]["variants"]["proxy"], sc[key]["variants"]["nginx"]
+                r, vals = paired(px, ng, "rps", ratio)
+                add(f"pass-through {label}: req/s >= nginx",
+                    f"{px['rps']:.0f} vs {ng['rps']:.0f} req/s{rounds(vals)}", r, r >= 1.0, ">= 1.00")
+                r, vals = paired(px, ng, "p99_us", ratio)
+                add(f"pass-through {label}: p99 <= nginx",
+                    f"{px['p99_us'] / 1e3:.2f} vs {ng['p99_us'] / 1e3:.2f} ms{rounds(vals)}", r, r <= 1.0, "<= 1.00")
+        if "1-small-1conn" in sc:
+            v = sc["1-small-1conn"]["variants"]
+            d, vals = paired(v["proxy"], v["direct"], "p50_us", lambda x, y: x - y)
+            add("proxy adds < 100 us p50 over direct (1 connection)",
+                f"+{d:.0f} us ({v['proxy']['p50_us']:.0f} vs {v['direct']['p50_us']:.0f} us){rounds(vals, 0)}",
+                None, d < 100, "< 100 us")
+            dn, _ = paired(v["nginx"], v["direct"], "p50_us", lambda x, y: x - y)
+            self.results["notes"].append(f"With 1 connection nginx adds {dn:+.0f} us p50 over direct.")
+        if "1-small" in sc:
+            v = sc["1-small"]["variants"]
+            d, _ = paired(v["proxy"], v["direct"], "p50_us", lambda x, y: x - y)
+            self.results["notes"].append(
+                f"At 32 connections (saturated, queueing included) the proxy's p50 is {d:+.0f} us over direct "
+                f"({v['proxy']['p50_us']:.0f} vs {v['direct']['p50_us']:.0f} us).")
+        for name in ("64k", "1m"):
+            key = f"3-cached-{name}"
+            if key in sc:
+                px, ng = sc[key]["variants"]["proxy cached"], sc[key]["variants"]["nginx static"]
+                r, vals = paired(px, ng, "rps", ratio)
+                add(f"cached ipfs media {name}: throughput >= nginx static",
+                    f"{px['mib_s']:.0f} vs {ng['mib_s']:.0f} MiB/s{rounds(vals)}", r, r >= 1.0, ">= 1.00")
+        if "4-cold-1g" in sc:
+            v = sc["4-cold-1g"]["variants"]
+            r, vals = paired(v["proxy"], v["gateway direct"], "mib_s", ratio)
+            add("cold 1 GiB: throughput within 10% of direct gateway",
+                f"{v['proxy']['mib_s']:.0f} vs {v['gateway direct']['mib_s']:.0f} MiB/s{rounds(vals)}", r,
+                r >= 0.9 and v["proxy"]["all_complete"], ">= 0.90")
+            rn, vals = paired(v["proxy"], v["nginx relay"], "mib_s", ratio)
+            rd, _ = paired(v["nginx relay"], v["gateway direct"], "mib_s", ratio)
+            self.results["notes"].append(
+                f"Cold 1 GiB calibration: nginx relaying the same gateway reaches {rd:.2f} of direct; the proxy "
+                f"reaches {rn:.2f} of nginx relay{rounds(vals)}.")
+            g = v["proxy"].get("rss_growth_mib_max")
+            add("cold 1 GiB: proxy RSS growth < 64 MiB",
+                f"{g:.1f} MiB (largest of {v['proxy']['rounds']}; VmRSS {v['proxy']['rss_before_mib']:.0f} MiB "
+                f"before, {v['proxy']['rss_max_mib']:.0f} MiB at most)", g / 64, g < 64, "< 64 MiB")
+        if "5-burst" in sc:
+            rs = sc["5-burst"]["rounds"]
+            f = [r["gateway_fetches"] for r in rs]
+            ok = all(x == 1 for x in f) and all(r["ok"] == r["n"] and r["distinct_bodies"] == 1
+                                                 and r["digest_match"] for r in rs)
+            add("500 concurrent requests, one uncached CID: exactly 1 gateway fetch",
+                f"fetches per round {f}; {sum(r['ok'] for r in rs)}/{sum(r['n'] for r in rs)} ok, right bytes",
+                None, ok, "== 1")
+        if "6-idle" in sc:
+            steps = sc["6-idle"]["steps"]
+            good = [s["step"] for s in steps if s["open_failed"] == 0 and s["probe_ok"] == s["probe_total"]
+                    and s["fresh_ok"] == s["fresh_total"]]
+            add(f"idle keep-alive connections (ulimit -n {sc['6-idle']['ulimit_n']}): all requests succeed",
+                f"largest good step {max(good) if good else 0} of {[s['step'] for s in steps]}", None,
+                bool(steps) and len(good) == len(steps), "every step")
+
+    # --- output -----------------------------------------------------------------------------
+
+    def write(self):
+        self.results["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        # A subset (--only) or a profiled run (--perf) must not pass for the real thing.
+        partial = "-partial" if (self.only or self.opts.perf) else ""
+        self.results["partial"] = bool(partial)
+        base = os.path.join(OUT, f"results-{self.mode}{partial}")
+        with open(base + ".json", "w") as f:
+            json.dump(self.results, f, indent=2)
+        md = render_markdown(self.results)
+        with open(base + ".md", "w") as f:
+            f.write(md)
+        print(md)
+        log(f"wrote {base}.md and {base}.json")
+
+    def run(self):
+        t0 = time.time()
+        self.results["machine"] = self.machine()
+        self.results["config"] = {"proxy_env": self.opts.proxy_env or [], "duration_s": self.duration, "rounds": self.rounds, "warmup_s": self.warmup,
+                                  "connections": self.conns, "wrk_threads": self.threads}
+        self.scripts = write_wrk_scripts()
+        try:
+            self.start()
+            self.results["proxy_config"] = open(os.path.join(OUT, "proxy.toml")).read()
+            for n, fn in ((1, self.scenario1), (2, self.scenario2), (3, self.scenario3), (4, self.scenario4),
+                          (5, self.scenario5), (6, self.scenario6)):
+                if self.want(n):
+                    fn()
+            self.targets()
+        finally:
+            self.procs.stop_all()
+        self.results["elapsed_s"] = round(time.time() - t0, 1)
+        self.write()
+        missed = [t for t in self.results["targets"] if not t["pass"]]
+        return 1 if (self.opts.strict and missed) else 0
+
+
+def fmt(x, unit="", nd=0):
+    if x is None:
+        return "-"
+    return f"{x:,.{nd}f}{unit}"
+
+
+def render_markdown(res):
+    m = res["machine"]
+    c = res["config"]
+    kind = res["mode"] + (" partial (--only/--perf)" if res.get("partial") else "")
+    out = [f"# ipfs-media-proxy benchmarks ({kind} run, {m['date']})", ""]
+    out += ["| machine | |", "|---|---|",
+            f"| CPUs (nproc) | {m['nproc']} x {m['cpu_model']} |",
+            f"| memory | {m['mem_total_gib']} GiB |",
+            f"| kernel | {m['kernel']} |",
+            f"| open files (ulimit -n) | {m['ulimit_n']} (hard {m['ulimit_n_hard']}) |",
+            f"| load average start / end | {' '.join(m['loadavg_start'])} / {' '.join(m.get('loadavg_end', []))} |",
+            f"| tools | {m['wrk']}; {m['nginx']}; {m['rustc']} |",
+            f"| proxy commit | {m['proxy_commit']} |",
+            ""]
+    out.append(f"wrk: {c['connections']} connections, {c['wrk_threads']} threads, {c['rounds']} round(s) of "
+               f"{c['duration_s']} s per variant (interleaved; medians shown; target ratios are the median of "
+               f"per-round ratios), {c['warmup_s']} s warm-up. "
+               "CPU and peak RSS are the server under test's only (upstream for `direct`, "
+               "nginx master+workers, the proxy), not the client's or the upstream's behind it.")
+    out.append("")
+    if res["targets"]:
+        out += ["## Targets", "", "| target | measured | ratio | need | result |", "|---|---|---|---|---|"]
+        for t in res["targets"]:
+            out.append(f"| {t['target']} | {t['measured']} | {fmt(t['ratio'], nd=2)} | {t['need']} | "
+                       f"{'PASS' if t['pass'] else '**MISS**'} |")
+        out.append("")
+    sc = res["scenarios"]
+    wrk = [(k, v) for k, v in sc.items() if v["kind"] == "wrk"]
+    if wrk:
+        out += ["## Throughput and latency (wrk)", "",
+                "| scenario | variant | req/s | MiB/s | p50 | p99 | CPU s / 10k req | peak RSS | errors |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for k, s in wrk:
+            for label, v in s["variants"].items():
+                err = f"{v['errors']} + {v['non2xx']} non-2xx" if v["errors"] or v["non2xx"] else "0"
+                out.append(f"| {k} ({s['connections']} conn) | {label} | {fmt(v['rps'])} | {fmt(v['mib_s'], nd=1)} | "
+                           f"{fmt(v['p50_us'] / 1e3, ' ms', 3)} | {fmt(v['p99_us'] / 1e3, ' ms', 3)} | "
+                           f"{fmt(v['cpu_s_per_10k'], ' s', 3)} | {fmt(v['peak_rss_kib'] / 1024, ' MiB', 1)} | {err} |")
+        out.append("")
+    if "4-cold-1g" in sc:
+        s = sc["4-cold-1g"]
+        out += ["## Cold 1 GiB ipfs media (curl, streamed)", "",
+                "| variant | MiB/s | time to first byte | RSS growth (max) | VmRSS before / max during | complete |",
+                "|---|---|---|---|---|---|"]
+        for label, v in s["variants"].items():
+            rss = (f"{v['rss_before_mib']:.1f} / {v['rss_max_mib']:.1f} MiB" if "rss_before_mib" in v else "-")
+            out.append(f"| {label} | {fmt(v['mib_s'])} | {fmt(v['ttfb_ms'], ' ms', 1)} | "
+                       f"{fmt(v.get('rss_growth_mib_max'), ' MiB', 1)} | {rss} | {v['all_complete']} |")
+        out += ["", f"Gateway fetches of the 1 GiB CID: {s['gateway_fetches']} "
+                    f"(expected {s['expected_gateway_fetches']}: one per curl). `nginx relay` (nginx proxying "
+                    "the stub gateway, `proxy_buffering off`, 256 KiB buffer) is not a target: it shows what "
+                    "any user-space relay costs on this machine (two more copies, one more process).", ""]
+    if "5-burst" in sc:
+        out += ["## 500 concurrent requests for one uncached CID", "",
+                "| round | size | gateway fetches | ok | distinct bodies / right bytes | TTFB p50 / p99 | "
+                "p50 / p99 / max | wall |", "|---|---|---|---|---|---|---|---|"]
+        for i, r in enumerate(sc["5-burst"]["rounds"]):
+            out.append(f"| {i + 1} | {r['size'] // 1024} KiB | {r['gateway_fetches']} | {r['ok']}/{r['n']} | "
+                       f"{r['distinct_bodies']} / {r['digest_match']} | {r['ttfb_p50_ms']} / {r['ttfb_p99_ms']} ms | "
+                       f"{r['p50_ms']} / {r['p99_ms']} / {r['max_ms']} ms | {r['wall_ms']} ms |")
+        out += ["", "The stub gateway answers these CIDs after 100 ms, so all 500 requests arrive while the "
+                    "one fetch is in flight.", ""]
+    if "6-idle" in sc:
+        s = sc["6-idle"]
+        out += [f"## Idle keep-alive connections (ulimit -n {s['ulimit_n']})", "",
+                "| idle connections | open / failed | time to open | probes on idle conns ok (closed) | "
+                "fresh conns ok | probe p50 / p99 | proxy RSS | proxy fds |",
+                "|---|---|---|---|---|---|---|---|"]
+        for st in s["steps"]:
+            out.append(f"| {st['step']} | {st['open']} / {st['open_failed']} | {st['open_s']} s | "
+                       f"{st['probe_ok']}/{st['probe_total']} ({st['probe_closed']}) | {st['fresh_ok']}/{st['fresh_total']} | "
+                       f"{st['p50_ms']} / {st['p99_ms']} ms | {fmt((st['server_rss_kib'] or 0) / 1024, ' MiB', 1)} | "
+                       f"{st['server_fds']} |")
+        if s["timed_out"]:
+            out.append("\nThe idle test hit its time bound.")
+        out.append("")
+    if res["notes"]:
+        out += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
+    out.append(f"Elapsed: {res.get('elapsed_s', '?')} s. Raw figures: the `.json` beside this file; "
+               "proxy config: `proxy.toml`; logs: `logs/`.")
+    return "\n".join(out) + "\n"
+
+
+NGINX_CONF = """# Written by benches/bench.py: nginx as the reference reverse proxy and static server.
+daemon off;
+master_process on;
+user root;
+worker_processes auto;
+worker_rlimit_nofile {nofile};
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    upstream gateway {{
+        server {gateway};
+        keepalive 8;
+    }}
+    upstream homeserver {{
+        server {upstream};
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        client_max_body_size 0;
+        location /static/ {{
+            root {prefix}/www;
+        }}
+        # Scenario 4's calibration: nginx relaying the stub gateway (256 KiB reads, like the proxy's).
+        location /ipfs/ {{
+            proxy_pass http://gateway;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 512k;
+        }}
+        location / {{
+            proxy_pass http://homeserver;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+PROXY_CONF = """# Written by benches/bench.py for the benchmark run.
+[server]
+listen = "127.0.0.1:{port}"
+
+[homeserver]
+url = "http://{upstream}"
+
+[[gateways]]
+url = "http://{gateway}"
+
+[cache]
+# defaults: max_bytes = "512MiB", max_item_bytes = "64MiB" (so the 1 GiB object streams uncached)
+
+[media]
+max_bytes = "2GiB"
+
+[log]
+level = "warn"
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="a few seconds per scenario (CI keeps it working)")
+    ap.add_argument("--only", help="comma-separated scenario numbers (1-6)")
+    ap.add_argument("--duration", type=int, help="seconds per wrk run (default 5, smoke 2)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, smoke 1)")
+    ap.add_argument("--perf", action="store_true",
+                    help="profile the proxy with perf during its first run of each scenario (out/perf/)")
+    ap.add_argument("--proxy-env", action="append", metavar="KEY=VALUE",
+                    help="extra environment for the proxy only (experiments: GLIBC_TUNABLES=..., "
+                         "IPFS_MEDIA_PROXY_CACHE__MAX_BYTES=...); repeatable")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--proxy", default=os.path.join(ROOT, "target/release/ipfs-media-proxy"))
+    ap.add_argument("--benchkit", default=os.path.join(OUT, "target/release/benchkit"))
+    opts = ap.parse_args()
+    for tool in ("wrk", "nginx", "curl"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found (Debian: apt-get install -y nginx wrk curl)")
+    os.makedirs(OUT, exist_ok=True)
+
+    def on_signal(sig, _frame):
+        raise KeyboardInterrupt(f"signal {sig}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    bench = Bench(opts)
+    try:
+        sys.exit(bench.run())
+    except HarnessError as e:
+        log(f"FAILED: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e})")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
