@@ -10,7 +10,9 @@ use http::{Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::metrics::{status_class, RouteLabels, RouteOnly, METRICS};
+use std::sync::LazyLock;
+
+use crate::metrics::{RouteSeries, METRICS};
 
 /// What kind of request this was, for logs (and, later, metric labels: a small fixed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +24,23 @@ pub enum RouteKind {
     Preflight,
 }
 
+/// One set of series per route kind, in `RouteKind` order.
+static SERIES: LazyLock<[RouteSeries; 5]> = LazyLock::new(|| {
+    [
+        RouteKind::Passthrough,
+        RouteKind::Download,
+        RouteKind::Thumbnail,
+        RouteKind::Federation,
+        RouteKind::Preflight,
+    ]
+    .map(|kind| RouteSeries::new(kind.as_str()))
+});
+
 impl RouteKind {
+    fn series(self) -> &'static RouteSeries {
+        &SERIES[self as usize]
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteKind::Passthrough => "passthrough",
@@ -50,21 +68,10 @@ impl RequestLog {
     fn emit(&self, bytes: u64, complete: bool) {
         let elapsed = self.started.elapsed().as_secs_f64();
         let duration_ms = elapsed * 1000.0;
-        let m = &*METRICS;
-        m.in_flight.dec();
-        let route = self.route.as_str();
-        m.requests
-            .get_or_create(&RouteLabels {
-                route,
-                status_class: status_class(self.status.as_u16()),
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&RouteOnly { route })
-            .observe(elapsed);
-        m.response_bytes
-            .get_or_create(&RouteOnly { route })
-            .inc_by(bytes);
+        METRICS.in_flight.dec();
+        self.route
+            .series()
+            .record(self.status.as_u16(), elapsed, bytes);
         tracing::info!(
             target: "ipfs_media_proxy::access",
             method = %self.method,

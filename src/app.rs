@@ -30,7 +30,7 @@ use crate::media::thumbnail::{
 };
 use crate::media::thumbnail_answer::{self, Thumbnailer};
 use crate::media::{download, federation, sniff};
-use crate::metrics::{Outcome, METRICS};
+use crate::metrics::METRICS;
 use crate::resolve::{Limits, Resolver};
 use crate::router::{self, Access, Action};
 
@@ -150,13 +150,8 @@ impl App {
             error.into_response()
         });
         let outcome = response.extensions().get::<CacheOutcome>().copied();
-        if let Some(outcome) = outcome.filter(|o| *o != CacheOutcome::NotNeeded) {
-            METRICS
-                .cache_lookups
-                .get_or_create(&Outcome {
-                    outcome: outcome.as_str(),
-                })
-                .inc();
+        if let Some(outcome) = outcome {
+            outcome.count();
         }
         let cache = outcome.map(|c| c.as_str());
         let status = response.status();

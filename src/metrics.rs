@@ -160,6 +160,45 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     Metrics { registry, ..m }
 });
 
+/// The per-route series, looked up once: the request path then touches no label map (no
+/// hashing, no lock) for them.
+pub struct RouteSeries {
+    /// Indexed by status class (1xx..5xx).
+    pub requests: [Counter; 5],
+    pub duration: Histogram,
+    pub bytes: Counter,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl RouteSeries {
+    pub fn new(route: &'static str) -> Self {
+        let m = &*METRICS;
+        RouteSeries {
+            requests: CLASSES.map(|status_class| {
+                m.requests
+                    .get_or_create(&RouteLabels {
+                        route,
+                        status_class,
+                    })
+                    .clone()
+            }),
+            duration: m
+                .request_duration
+                .get_or_create(&RouteOnly { route })
+                .clone(),
+            bytes: m.response_bytes.get_or_create(&RouteOnly { route }).clone(),
+        }
+    }
+
+    pub fn record(&self, status: u16, seconds: f64, bytes: u64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+        self.duration.observe(seconds);
+        self.bytes.inc_by(bytes);
+    }
+}
+
 /// `2xx`, `4xx`, ...: a bounded label.
 pub fn status_class(status: u16) -> &'static str {
     match status {

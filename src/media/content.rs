@@ -29,7 +29,29 @@ pub enum CacheOutcome {
     NotNeeded,
 }
 
+/// The lookup counters, found once (no label map on the request path).
+static LOOKUPS: std::sync::LazyLock<[prometheus_client::metrics::counter::Counter; 3]> =
+    std::sync::LazyLock::new(|| {
+        ["hit", "miss", "joined"].map(|outcome| {
+            crate::metrics::METRICS
+                .cache_lookups
+                .get_or_create(&crate::metrics::Outcome { outcome })
+                .clone()
+        })
+    });
+
 impl CacheOutcome {
+    /// Counts the lookup in `ipfs_media_proxy_cache_lookups_total`.
+    pub fn count(self) {
+        let index = match self {
+            CacheOutcome::Hit => 0,
+            CacheOutcome::Miss => 1,
+            CacheOutcome::Joined => 2,
+            CacheOutcome::NotNeeded => return,
+        };
+        LOOKUPS[index].inc();
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CacheOutcome::Hit => "hit",
