@@ -78,9 +78,33 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# One run at a time per checkout: a second run would stop the first one's services.
+mkdir -p "$E2E"
+exec 9>"$E2E/run.lock"
+if ! flock -n 9; then
+    say "another tests/e2e/run.sh is running in this checkout; waiting for it (at most 20 min)"
+    flock -w 1200 9 || { say "gave up waiting for the other run"; exit 1; }
+fi
+
 stop_services
 rm -rf "$LOGS" "$RUN"
 mkdir -p "$LOGS" "$RUN" "$PIDS"
+
+# nginx and Caddy from Debian, for the scenarios that put the shipped deploy/ snippets in
+# front of the proxy. Installing them must not start system services (they run our own).
+if ! command -v nginx >/dev/null || ! command -v caddy >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "installing nginx and caddy (Debian)"
+        policy=/usr/sbin/policy-rc.d
+        added_policy=
+        if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; added_policy=1; fi
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx caddy; } \
+            > "$LOGS/install-fronts.log" 2>&1 || say "nginx/caddy install failed; their scenarios will skip (see $LOGS/install-fronts.log)"
+        [[ -n $added_policy ]] && rm -f "$policy"
+    else
+        say "nginx/caddy missing and not root: their scenarios will skip"
+    fi
+fi
 
 # -- installs (in parallel: they wait on different things) ------------------------------------------
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }

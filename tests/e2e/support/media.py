@@ -61,7 +61,10 @@ def jpeg_rotated() -> bytes:
 
 
 def animated_gif() -> bytes:
-    frames = [Image.new("P", (32, 32), color) for color in (1, 50, 100, 150)]
+    # RGB frames of distinct colours: palette images without a palette all come out black and
+    # Pillow would merge them into one still frame.
+    colours = [(220, 40, 40), (40, 200, 60), (40, 80, 220), (230, 200, 40)]
+    frames = [Image.new("RGB", (32, 32), colour) for colour in colours]
     out = io.BytesIO()
     frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     return out.getvalue()
