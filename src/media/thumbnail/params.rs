@@ -68,8 +68,9 @@ impl ParamError {
 ///
 /// As Synapse: the first occurrence of a parameter wins, unknown parameters are ignored,
 /// `method` defaults to `scale` and `animated` to `false`, the messages are Synapse's.
-/// Unlike Synapse, `width=0` and `height=0` are refused (Synapse accepts them and then
-/// fails to make a thumbnail), and so is an unknown `method` (Synapse answers 404 later).
+/// Unlike Synapse 1.163, `width=0` and `height=0` are refused (Synapse answers them with
+/// its smallest thumbnail), and so is an unknown `method` (Synapse answers 404): the spec
+/// asks for positive sizes and `crop` or `scale`.
 pub fn parse_query(query: &str) -> Result<ThumbnailRequest, ParamError> {
     let mut width = None;
     let mut height = None;
