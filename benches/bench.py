@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -655,6 +656,83 @@ class Bench:
             "timed_out": any(l.get("timeout") for l in lines), "stderr": r.stderr[-2000:]}
         self.check_alive()
 
+    # --- verified (trustless, CAR) vs trusted (path) retrieval ------------------------------
+
+    def scenario7(self):
+        dag = self.gateway_stats()["dag"]
+        n = 2 if self.smoke else 5
+        log(f"scenario 7-verified: {dag['size'] // 2**20} MiB UnixFS file ({dag['leaves']} raw leaves), "
+            f"trusted (path) vs trustless (CAR), {n} fetches each")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IPFS_MEDIA_PROXY_") and k != "RUST_LOG"}
+        for kv in self.opts.proxy_env or []:
+            k, _, v = kv.partition("=")
+            env[k] = v
+        proxies = {}
+        try:
+            for mode in ("trusted", "trustless"):
+                port = free_port()
+                cfg = os.path.join(OUT, f"proxy-{mode}.toml")
+                with open(cfg, "w") as f:
+                    f.write(PROXY7_CONF.format(port=port, upstream=self.upstream, gateway=self.gateway, mode=mode))
+                p = self.procs.start(f"proxy-{mode}", [self.opts.proxy, "--config", cfg], env=env)
+                addr = f"127.0.0.1:{port}"
+                wait_http(f"http://{addr}{SMALL_PATH}", p, f"proxy-{mode}")
+                proxies[mode] = (p, f"http://{addr}{MEDIA_PATH.format(cid=dag['root'])}")
+            # The bytes, once through each (the trustless proxy also checks the stub's encoding:
+            # a wrong CID, link or size is a 502 there).
+            for mode, (p, url) in proxies.items():
+                h = hashlib.sha256()
+                size = 0
+                try:
+                    with urllib.request.urlopen(url, timeout=120) as r:
+                        while True:
+                            chunk = r.read(1 << 20)
+                            if not chunk:
+                                break
+                            h.update(chunk)
+                            size += len(chunk)
+                except urllib.error.HTTPError as e:
+                    raise HarnessError(f"proxy-{mode} answered {e.code} for the UnixFS file; "
+                                       f"see benches/out/logs/proxy-{mode}.log")
+                if size != dag["size"] or h.hexdigest() != dag["sha256"]:
+                    raise HarnessError(f"proxy-{mode}: wrong bytes for the UnixFS file ({size} bytes)")
+            runs = {"trusted": [], "trustless": []}
+            before = self.gateway_stats()["dag"]
+            for rnd in range(n):
+                for mode, (p, url) in proxies.items():
+                    if p.poll() is not None:
+                        raise HarnessError(f"proxy-{mode} died (exit {p.returncode})")
+                    self.check_alive()
+                    prof = self.perf_start(f"7-verified-{mode}", p.pid, 3) if rnd == 0 else None
+                    cpu0 = cpu_seconds([p.pid])
+                    r = self.curl_fetch(url)
+                    r["cpu_s"] = cpu_seconds([p.pid]) - cpu0
+                    self.perf_finish(prof)
+                    runs[mode].append(r)
+                    log(f"  {mode:>10} fetch {rnd + 1}: {r['mib_s']:7.0f} MiB/s  cpu {r['cpu_s']:.3f} s  "
+                        f"ttfb {r['ttfb_ms']:.1f} ms  status {r['status']} bytes {r['bytes']}")
+                    if r["status"] != 200 or r["bytes"] != dag["size"]:
+                        self.results["notes"].append(f"7-verified/{mode}: status {r['status']}, {r['bytes']} bytes")
+            after = self.gateway_stats()["dag"]
+        finally:
+            for p, _ in proxies.values():
+                self.procs.stop(p)
+
+        def agg(rs):
+            return {"fetches": len(rs),
+                    "mib_s": statistics.median(r["mib_s"] for r in rs),
+                    "cpu_s": statistics.median(r["cpu_s"] for r in rs),
+                    "ttfb_ms": statistics.median(r["ttfb_ms"] for r in rs),
+                    "all_complete": all(r["status"] == 200 and r["bytes"] == dag["size"] for r in rs),
+                    "runs": rs}
+
+        self.results["scenarios"]["7-verified"] = {
+            "title": "verified (trustless gateway, CAR) vs trusted (path gateway) retrieval, uncached", "kind": "verified",
+            "size": dag["size"], "leaves": dag["leaves"], "leaf_size": dag["leaf_size"], "root": dag["root"],
+            "variants": {k: agg(v) for k, v in runs.items()},
+            "gateway_requests": {k: after[k] - before[k] for k in ("path_requests", "car_requests", "raw_requests")},
+            "expected_requests": n}
+
     # --- targets ----------------------------------------------------------------------------
 
     def targets(self):
@@ -736,6 +814,19 @@ class Bench:
                 f"largest good step {max(good) if good else 0} of {[s['step'] for s in steps]}", None,
                 bool(steps) and len(good) == len(steps), "every step")
 
+        if "7-verified" in sc:
+            s7 = sc["7-verified"]
+            v, tr = s7["variants"]["trustless"], s7["variants"]["trusted"]
+            # Paired per fetch (same round, seconds apart), then the median.
+            # /proc counts CPU in 10 ms ticks, coarse against one fetch: the ratio is of the totals
+            # over all fetches; the per-fetch ratios are shown for the spread.
+            vals = [x["cpu_s"] / y["cpu_s"] for x, y in zip(v["runs"], tr["runs"]) if y["cpu_s"] > 0]
+            tot = sum(x["cpu_s"] for x in tr["runs"])
+            r = sum(x["cpu_s"] for x in v["runs"]) / tot if tot > 0 else None
+            add(f"verified retrieval ({s7['size'] // 2**20} MiB, CAR): proxy CPU < 1.10 x trusted",
+                f"{v['cpu_s']:.3f} vs {tr['cpu_s']:.3f} CPU s per fetch, {v['mib_s']:.0f} vs {tr['mib_s']:.0f} MiB/s"
+                f"{rounds(vals).replace('rounds', 'per fetch')}", r, r is not None and r < 1.10 and v["all_complete"] and tr["all_complete"], "< 1.10")
+
     # --- output -----------------------------------------------------------------------------
 
     def write(self):
@@ -762,7 +853,7 @@ class Bench:
             self.start()
             self.results["proxy_config"] = open(os.path.join(OUT, "proxy.toml")).read()
             for n, fn in ((1, self.scenario1), (2, self.scenario2), (3, self.scenario3), (4, self.scenario4),
-                          (5, self.scenario5), (6, self.scenario6)):
+                          (5, self.scenario5), (6, self.scenario6), (7, self.scenario7)):
                 if self.want(n):
                     fn()
             self.targets()
@@ -856,6 +947,21 @@ def render_markdown(res):
         if s["timed_out"]:
             out.append("\nThe idle test hit its time bound.")
         out.append("")
+    if "7-verified" in sc:
+        s = sc["7-verified"]
+        out += [f"## Verified vs trusted retrieval ({s['size'] // 2**20} MiB UnixFS file, uncached, curl)", "",
+                "| gateway mode | fetches | MiB/s | proxy CPU s per fetch | CPU s per GiB | time to first byte | complete |",
+                "|---|---|---|---|---|---|---|"]
+        for label, v in s["variants"].items():
+            what = "trustless (CAR, verified)" if label == "trustless" else "trusted (path gateway)"
+            out.append(f"| {what} | {v['fetches']} | {fmt(v['mib_s'])} | {fmt(v['cpu_s'], ' s', 3)} | "
+                       f"{fmt(v['cpu_s'] * 2**30 / s['size'], ' s', 3)} | {fmt(v['ttfb_ms'], ' ms', 1)} | "
+                       f"{v['all_complete']} |")
+        g = s["gateway_requests"]
+        out += ["", f"{s['leaves']} raw leaves of {s['leaf_size'] // 1024} KiB under one dag-pb root. Gateway "
+                    f"requests during the fetches: {g['path_requests']} path, {g['car_requests']} CAR, "
+                    f"{g['raw_requests']} raw block (expected {s['expected_requests']} path and "
+                    f"{s['expected_requests']} CAR). Medians over fetches; CPU is the proxy's utime + stime.", ""]
     if res["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     out.append(f"Elapsed: {res.get('elapsed_s', '?')} s. Raw figures: the `.json` beside this file; "
@@ -946,10 +1052,33 @@ level = "warn"
 """
 
 
+PROXY7_CONF = """# Written by benches/bench.py for scenario 7 (verified vs trusted retrieval).
+[server]
+listen = "127.0.0.1:{port}"
+
+[homeserver]
+url = "http://{upstream}"
+
+[[gateways]]
+url = "http://{gateway}"
+mode = "{mode}"
+
+[cache]
+# nothing of the 100 MiB file is kept: every fetch goes to the gateway
+max_item_bytes = "1MiB"
+
+[media]
+max_bytes = "2GiB"
+
+[log]
+level = "warn"
+"""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a few seconds per scenario (CI keeps it working)")
-    ap.add_argument("--only", help="comma-separated scenario numbers (1-6)")
+    ap.add_argument("--only", help="comma-separated scenario numbers (1-7)")
     ap.add_argument("--duration", type=int, help="seconds per wrk run (default 5, smoke 2)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, smoke 1)")
     ap.add_argument("--perf", action="store_true",

@@ -16,7 +16,13 @@
 //!   `--burst-delay-ms`). Their bytes are a deterministic pattern (a 1 MiB xorshift block repeated)
 //!   streamed from one shared buffer, never materialised; their CIDs are real CIDv1 raw sha2-256
 //!   of those bytes (the 1 GiB hash is computed once and kept in `--cid-cache`).
-//!   `GET /stats` answers JSON with every object's name, size, CID and request count.
+//!   Also one UnixFS file (`--dag-size`, default 100 MiB) for trustless retrieval: raw leaves
+//!   of 256 KiB (CIDv1 raw) under one dag-pb root (CIDv1 dag-pb), all encoded by hand and
+//!   hashed at start-up; `GET /ipfs/{root}` is the file's bytes (path gateway),
+//!   `?format=car` (or `Accept: application/vnd.ipld.car`) a CARv1 of root then leaves,
+//!   `?format=raw` one block (root or leaf). `GET /ipfs/bafkqaaa` (the proxies' probe) is 200.
+//!   `GET /stats` answers JSON with every object's name, size, CID and request count, and the
+//!   file's root CID, SHA-256 and path / CAR / raw request counts.
 //!
 //! `burst` opens N connections, releases N identical GETs at once and reports latency, statuses
 //! and how many distinct bodies (SHA-256) came back. `idle` opens keep-alive connections in steps,
@@ -109,18 +115,34 @@ fn main() {
 // bodies and content
 
 /// `len` bytes of `block` repeated, sent as slices of the one shared buffer.
+/// Or, with `parts`, those buffers one after the other (the UnixFS file and its CAR).
 struct RepeatBody {
     block: Bytes,
     pos: u64,
     len: u64,
+    parts: Option<(Arc<Vec<Bytes>>, usize)>,
 }
 
 impl RepeatBody {
     fn new(block: Bytes, len: u64) -> Self {
-        RepeatBody { block, pos: 0, len }
+        RepeatBody {
+            block,
+            pos: 0,
+            len,
+            parts: None,
+        }
     }
     fn empty() -> Self {
         RepeatBody::new(Bytes::new(), 0)
+    }
+    fn parts(parts: Arc<Vec<Bytes>>) -> Self {
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        RepeatBody {
+            block: Bytes::new(),
+            pos: 0,
+            len,
+            parts: Some((parts, 0)),
+        }
     }
 }
 
@@ -134,6 +156,13 @@ impl Body for RepeatBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.pos >= self.len {
             return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        if let Some((parts, idx)) = &mut this.parts {
+            let data = parts[*idx].clone();
+            *idx += 1;
+            this.pos += data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         let blen = self.block.len();
         let off = (self.pos % blen as u64) as usize;
@@ -216,6 +245,230 @@ fn json_response(status: StatusCode, body: String) -> Response<RepeatBody> {
     let len = b.len() as u64;
     bytes_response(status, "application/json", b, len)
 }
+
+
+// ---------------------------------------------------------------------------------------------
+// a UnixFS file for trustless retrieval (scenario 7)
+
+const DAG_LEAF: usize = 256 << 10;
+
+fn varint(mut x: u64, out: &mut Vec<u8>) {
+    while x >= 0x80 {
+        out.push((x as u8) | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
+
+/// CIDv1 bytes: version 1, `codec`, multihash sha2-256 (0x12, 32 bytes).
+fn cid_bytes(codec: u8, data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x01, codec, 0x12, 0x20];
+    b.extend_from_slice(&Sha256::digest(data));
+    b
+}
+
+fn cid_string(bytes: &[u8]) -> String {
+    format!("b{}", base32_lower(bytes))
+}
+
+/// A CARv1 header: varint length, then DAG-CBOR `{"roots": [root], "version": 1}`.
+fn car_header(root: &[u8]) -> Bytes {
+    let mut cbor = vec![0xa2, 0x65];
+    cbor.extend_from_slice(b"roots");
+    cbor.extend_from_slice(&[0x81, 0xd8, 0x2a, 0x58, (root.len() + 1) as u8, 0x00]);
+    cbor.extend_from_slice(root);
+    cbor.push(0x67);
+    cbor.extend_from_slice(b"version");
+    cbor.push(0x01);
+    let mut out = Vec::new();
+    varint(cbor.len() as u64, &mut out);
+    out.extend_from_slice(&cbor);
+    Bytes::from(out)
+}
+
+/// A CAR section's prefix: varint(len(cid) + len(block)), then the CID.
+fn car_section_prefix(cid: &[u8], block_len: usize) -> Bytes {
+    let mut out = Vec::new();
+    varint((cid.len() + block_len) as u64, &mut out);
+    out.extend_from_slice(cid);
+    Bytes::from(out)
+}
+
+/// One file of `size` bytes as a balanced-enough UnixFS DAG: raw leaves of 256 KiB (CIDv1 raw)
+/// under one dag-pb root (CIDv1 dag-pb), as Kubo builds it with `--raw-leaves --cid-version 1`
+/// (one level: up to a few thousand links fit in a root block under 1 MiB).
+struct Dag {
+    size: u64,
+    root_cid: String,
+    root_block: Bytes,
+    leaves: Arc<Vec<Bytes>>,
+    /// leaf CID string -> index
+    leaf_index: HashMap<String, usize>,
+    car: Arc<Vec<Bytes>>,
+    sha256: String,
+    path_requests: AtomicU64,
+    car_requests: AtomicU64,
+    raw_requests: AtomicU64,
+}
+
+impl Dag {
+    fn new(size: u64, seed: u64) -> Dag {
+        let t = Instant::now();
+        // Every leaf distinct: the 1 MiB pattern with the leaf number in its first 8 bytes.
+        let block = pattern_block(seed);
+        let mut leaves = Vec::new();
+        let mut pos = 0u64;
+        let mut i = 0u64;
+        while pos < size {
+            let n = (DAG_LEAF as u64).min(size - pos) as usize;
+            let off = (pos % BLOCK as u64) as usize;
+            let mut v = block[off..off + n].to_vec();
+            let tag = i.to_le_bytes();
+            let k = tag.len().min(n);
+            v[..k].copy_from_slice(&tag[..k]);
+            leaves.push(Bytes::from(v));
+            pos += n as u64;
+            i += 1;
+        }
+        let mut whole = Sha256::new();
+        let mut links = Vec::new();
+        let mut leaf_cids = Vec::new();
+        for leaf in &leaves {
+            whole.update(leaf);
+            let cid = cid_bytes(0x55, leaf);
+            // PBLink: Hash (1, bytes), Name (2, string, ""), Tsize (3, varint)
+            let mut link = vec![0x0a];
+            varint(cid.len() as u64, &mut link);
+            link.extend_from_slice(&cid);
+            link.extend_from_slice(&[0x12, 0x00, 0x18]);
+            varint(leaf.len() as u64, &mut link);
+            links.push(link);
+            leaf_cids.push(cid);
+        }
+        // UnixFS Data: Type (1) = File (2), filesize (3), blocksizes (4, not packed)
+        let mut unixfs = vec![0x08, 0x02, 0x18];
+        varint(size, &mut unixfs);
+        for leaf in &leaves {
+            unixfs.push(0x20);
+            varint(leaf.len() as u64, &mut unixfs);
+        }
+        // PBNode, canonical order: Links (2) first, then Data (1)
+        let mut root = Vec::new();
+        for link in &links {
+            root.push(0x12);
+            varint(link.len() as u64, &mut root);
+            root.extend_from_slice(link);
+        }
+        root.push(0x0a);
+        varint(unixfs.len() as u64, &mut root);
+        root.extend_from_slice(&unixfs);
+        let root_cid = cid_bytes(0x70, &root);
+        let root_block = Bytes::from(root);
+
+        let mut car = vec![
+            car_header(&root_cid),
+            car_section_prefix(&root_cid, root_block.len()),
+            root_block.clone(),
+        ];
+        for (cid, leaf) in leaf_cids.iter().zip(&leaves) {
+            car.push(car_section_prefix(cid, leaf.len()));
+            car.push(leaf.clone());
+        }
+        let leaf_index = leaf_cids
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (cid_string(c), i))
+            .collect();
+        let dag = Dag {
+            size,
+            root_cid: cid_string(&root_cid),
+            root_block,
+            leaves: Arc::new(leaves),
+            leaf_index,
+            car: Arc::new(car),
+            sha256: hex(&whole.finalize()),
+            path_requests: AtomicU64::new(0),
+            car_requests: AtomicU64::new(0),
+            raw_requests: AtomicU64::new(0),
+        };
+        eprintln!(
+            "benchkit: built UnixFS DAG of {size} bytes ({} leaves, root block {} bytes) in {:?}",
+            dag.leaves.len(),
+            dag.root_block.len(),
+            t.elapsed()
+        );
+        dag
+    }
+
+    fn stats(&self) -> String {
+        format!(
+            "{{\"root\":\"{}\",\"size\":{},\"leaves\":{},\"leaf_size\":{DAG_LEAF},\"root_block_bytes\":{},\"sha256\":\"{}\",\"path_requests\":{},\"car_requests\":{},\"raw_requests\":{}}}",
+            self.root_cid,
+            self.size,
+            self.leaves.len(),
+            self.root_block.len(),
+            self.sha256,
+            self.path_requests.load(Ordering::SeqCst),
+            self.car_requests.load(Ordering::SeqCst),
+            self.raw_requests.load(Ordering::SeqCst),
+        )
+    }
+
+    /// `/ipfs/{cid}` for the root or a leaf: `?format=car` (or Accept: CAR), `?format=raw` (or
+    /// Accept: raw), or the file's bytes (path gateway). None: not one of ours.
+    fn answer(&self, cid: &str, req: &Request<Incoming>) -> Option<Response<RepeatBody>> {
+        let query = req.uri().query().unwrap_or("");
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let car = query.contains("format=car") || accept.contains("application/vnd.ipld.car");
+        let raw = query.contains("format=raw") || accept.contains("application/vnd.ipld.raw");
+        let (body, ctype) = if cid == self.root_cid {
+            if car {
+                self.car_requests.fetch_add(1, Ordering::SeqCst);
+                (RepeatBody::parts(self.car.clone()), CAR_TYPE)
+            } else if raw {
+                self.raw_requests.fetch_add(1, Ordering::SeqCst);
+                let b = self.root_block.clone();
+                let n = b.len() as u64;
+                (RepeatBody::new(b, n), "application/vnd.ipld.raw")
+            } else {
+                self.path_requests.fetch_add(1, Ordering::SeqCst);
+                (RepeatBody::parts(self.leaves.clone()), "application/octet-stream")
+            }
+        } else {
+            let i = *self.leaf_index.get(cid)?;
+            let leaf = self.leaves[i].clone();
+            if car {
+                self.car_requests.fetch_add(1, Ordering::SeqCst);
+                let c = cid_bytes(0x55, &leaf);
+                let parts = vec![car_header(&c), car_section_prefix(&c, leaf.len()), leaf];
+                (RepeatBody::parts(Arc::new(parts)), CAR_TYPE)
+            } else {
+                self.raw_requests.fetch_add(1, Ordering::SeqCst);
+                let n = leaf.len() as u64;
+                let t = if raw { "application/vnd.ipld.raw" } else { "application/octet-stream" };
+                (RepeatBody::new(leaf, n), t)
+            }
+        };
+        let len = body.len;
+        let mut resp = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, ctype)
+            .header(header::CONTENT_LENGTH, len)
+            .header("x-ipfs-path", format!("/ipfs/{cid}"))
+            .body(body)
+            .expect("response");
+        if req.method() == Method::HEAD {
+            *resp.body_mut() = RepeatBody::empty();
+        }
+        Some(resp)
+    }
+}
+
+const CAR_TYPE: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=y";
 
 // ---------------------------------------------------------------------------------------------
 // servers
@@ -321,6 +574,7 @@ struct Obj {
 struct Gateway {
     by_cid: HashMap<String, Arc<Obj>>,
     list: Vec<Arc<Obj>>,
+    dag: Dag,
     other: AtomicU64,
 }
 
@@ -387,9 +641,11 @@ impl Gateway {
             let _ = std::fs::write(p, text);
         }
         let by_cid = list.iter().map(|o| (o.cid.clone(), o.clone())).collect();
+        let dag = Dag::new(args.num("dag-size", 100 << 20), 300);
         Gateway {
             by_cid,
             list,
+            dag,
             other: AtomicU64::new(0),
         }
     }
@@ -409,8 +665,9 @@ impl Gateway {
             })
             .collect();
         format!(
-            "{{\"objects\":[{}],\"other_requests\":{}}}",
+            "{{\"objects\":[{}],\"dag\":{},\"other_requests\":{}}}",
             objs.join(","),
+            self.dag.stats(),
             self.other.load(Ordering::SeqCst)
         )
     }
@@ -423,6 +680,19 @@ async fn gateway(
     let path = req.uri().path();
     if path == "/stats" {
         return Ok(json_response(StatusCode::OK, gw.stats()));
+    }
+    let cid = path
+        .strip_prefix("/ipfs/")
+        .map(|rest| rest.split('/').next().unwrap_or(""))
+        .unwrap_or("");
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        if cid == "bafkqaaa" {
+            // The empty identity CID: proxies probe with it (no content lookup).
+            return Ok(bytes_response(StatusCode::OK, "application/vnd.ipld.raw", Bytes::new(), 0));
+        }
+        if let Some(resp) = gw.dag.answer(cid, &req) {
+            return Ok(resp);
+        }
     }
     let obj = path
         .strip_prefix("/ipfs/")
