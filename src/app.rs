@@ -240,8 +240,9 @@ impl App {
                 return Ok(response);
             }
             (Access::Federation, Action::Thumbnail, Some(thumbnails)) => {
+                let wanted = thumbnail_answer::requested(request)?;
                 let (item, outcome) = thumbnails
-                    .get(&self.resolver, self.waits, request, &media)
+                    .get(&self.resolver, self.waits, request, &media, wanted)
                     .await?;
                 let content_type = item.sniffed.unwrap_or("application/octet-stream");
                 let mut response = federation::respond(

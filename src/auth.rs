@@ -35,13 +35,11 @@ pub struct TokenChecker {
     accepted: moka::sync::Cache<[u8; 32], Arc<str>>,
 }
 
-/// What a passed-through request may tell us about the tokens we remember.
-pub enum TokenEvent {
-    None,
-    /// `POST .../logout`, or any 401 for a token: forget it.
-    Revoked([u8; 32]),
-    /// `POST .../logout/all`: forget every token of that token's user.
-    RevokedAll([u8; 32]),
+/// The credentials of a request on its way through, for [`TokenChecker::observe`].
+pub struct Watched {
+    authorization: Option<HeaderValue>,
+    query_token: Option<String>,
+    post: bool,
 }
 
 impl TokenChecker {
@@ -56,26 +54,47 @@ impl TokenChecker {
         }
     }
 
-    /// Before a request passes through: which token it carries and whether it logs out.
-    pub fn watch(&self, request: &http::Request<Body>) -> Option<(bool, [u8; 32])> {
-        let key = token_key(
-            request.headers().get(header::AUTHORIZATION),
-            request.uri().query().and_then(access_token_param),
-        )?;
-        let path = request.uri().path();
-        let logout_all = request.method() == http::Method::POST
-            && (path == "/_matrix/client/v3/logout/all" || path == "/_matrix/client/r0/logout/all");
-        Some((logout_all, key))
+    /// Before a request passes through: the credentials it carries, kept as sent. They are
+    /// hashed only in the rare case that [`Self::observe`] acts on them, not for every request.
+    pub fn watch(&self, request: &http::Request<Body>) -> Option<Watched> {
+        let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+        let query_token = request
+            .uri()
+            .query()
+            .and_then(access_token_param)
+            .map(str::to_owned);
+        if authorization.is_none() && query_token.is_none() {
+            return None;
+        }
+        Some(Watched {
+            authorization,
+            query_token,
+            post: request.method() == http::Method::POST,
+        })
     }
 
     /// After it: a logout through us, or a 401 for a token, ends our memory of that token
     /// (a logout straight at the homeserver is honoured within `auth.token_cache_ttl`).
-    pub fn observe(&self, watched: Option<(bool, [u8; 32])>, path: &str, status: StatusCode) {
-        let Some((logout_all, key)) = watched else {
+    pub fn observe(&self, watched: Option<Watched>, path: &str, status: StatusCode) {
+        let Some(watched) = watched else {
             return;
         };
-        let logout = path == "/_matrix/client/v3/logout" || path == "/_matrix/client/r0/logout";
-        if logout_all && status.is_success() {
+        let logout = watched.post
+            && status.is_success()
+            && (path == "/_matrix/client/v3/logout" || path == "/_matrix/client/r0/logout");
+        let logout_all = watched.post
+            && status.is_success()
+            && (path == "/_matrix/client/v3/logout/all" || path == "/_matrix/client/r0/logout/all");
+        if !(logout || logout_all || status == StatusCode::UNAUTHORIZED) {
+            return;
+        }
+        let Some(key) = token_key(
+            watched.authorization.as_ref(),
+            watched.query_token.as_deref(),
+        ) else {
+            return;
+        };
+        if logout_all {
             match self.accepted.get(&key) {
                 Some(user) => {
                     let _ = self.accepted.invalidate_entries_if(move |_, u| *u == user);
@@ -83,7 +102,7 @@ impl TokenChecker {
                 // We cannot tell whose tokens went: forget them all (they are re-checked).
                 None => self.accepted.invalidate_all(),
             }
-        } else if (logout && status.is_success()) || status == StatusCode::UNAUTHORIZED {
+        } else {
             self.accepted.invalidate(&key);
         }
     }

@@ -60,18 +60,16 @@ impl Thumbnailer {
         }
     }
 
-    /// The thumbnail as cached bytes (`sniffed` holds its content type), and where the
-    /// source came from.
+    /// The thumbnail `wanted` (see [`requested`]) as cached bytes (`sniffed` holds its
+    /// content type), and where the source came from.
     pub async fn get(
         &self,
         resolver: &Resolver,
         waits: Waits,
         request: &Parts,
         media: &IpfsMedia,
+        wanted: ThumbnailRequest,
     ) -> Result<(Arc<CachedMedia>, CacheOutcome), MatrixError> {
-        let query = request.uri.query().unwrap_or("");
-        let wanted = parse_query(query)
-            .map_err(|e| MatrixError::new(StatusCode::BAD_REQUEST, e.errcode(), e.to_string()))?;
         let key = CacheKey::Thumbnail(media.canonical, wanted);
         if let Some(hit) = self.cache.get(&key) {
             return Ok((hit, CacheOutcome::Hit));
@@ -173,6 +171,12 @@ impl Thumbnailer {
     }
 }
 
+/// The request's thumbnail parameters; a bad one is a 400 with the spec's errcode.
+pub fn requested(request: &Parts) -> Result<ThumbnailRequest, MatrixError> {
+    parse_query(request.uri.query().unwrap_or(""))
+        .map_err(|e| MatrixError::new(StatusCode::BAD_REQUEST, e.errcode(), e.to_string()))
+}
+
 /// A thumbnail's ETag differs from the original's and names the request it answers.
 pub fn etag(media: &IpfsMedia, wanted: &ThumbnailRequest) -> HeaderValue {
     let animated = if wanted.animated { "-animated" } else { "" };
@@ -191,19 +195,19 @@ pub async fn respond(
     request: &Parts,
     media: &IpfsMedia,
 ) -> Result<Response<Body>, MatrixError> {
-    if let Ok(wanted) = parse_query(request.uri.query().unwrap_or("")) {
-        let etag = etag(media, &wanted);
-        if media_headers::if_none_match_hits(&request.headers, &etag) {
-            let mut response = Response::new(body::empty());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            media_headers::cors(response.headers_mut());
-            response.headers_mut().insert(header::ETAG, etag);
-            response.extensions_mut().insert(CacheOutcome::NotNeeded);
-            return Ok(response);
-        }
+    let wanted = requested(request)?;
+    let etag = etag(media, &wanted);
+    if media_headers::if_none_match_hits(&request.headers, &etag) {
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        media_headers::cors(response.headers_mut());
+        response.headers_mut().insert(header::ETAG, etag);
+        response.extensions_mut().insert(CacheOutcome::NotNeeded);
+        return Ok(response);
     }
-    let (item, outcome) = thumbnailer.get(resolver, waits, request, media).await?;
-    let wanted = parse_query(request.uri.query().unwrap_or("")).expect("parsed above");
+    let (item, outcome) = thumbnailer
+        .get(resolver, waits, request, media, wanted)
+        .await?;
     let content_type = item.sniffed.unwrap_or("application/octet-stream");
     let length = item.bytes.len();
     let body = if request.method == Method::HEAD {
@@ -220,7 +224,7 @@ pub async fn respond(
         media_headers::content_disposition(content_type, None, true),
     );
     h.insert(header::CACHE_CONTROL, IMMUTABLE);
-    h.insert(header::ETAG, etag(media, &wanted));
+    h.insert(header::ETAG, etag);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response.extensions_mut().insert(outcome);
     Ok(response)
