@@ -62,7 +62,7 @@ impl App {
             config.auth.token_cache_entries,
         );
         let gateways = Arc::new(Gateways::new(&config.gateways, &config.retrieval)?);
-        gateways.spawn_probes(config.retrieval.probe_interval);
+        gateways.spawn_probes();
         let cache = MediaCache::new(config.cache.max_bytes.as_u64());
         let thumbnails = config
             .thumbnails
@@ -107,7 +107,8 @@ impl App {
         if let Err(error) = self.homeserver.forward(probe, loopback).await {
             return Err(format!("homeserver: {}", error.message));
         }
-        let probes = self.resolver.gateways().all().iter().map(|g| g.probe());
+        let gateways = self.resolver.gateways().current();
+        let probes = gateways.all().iter().map(|g| g.probe());
         if !futures_util::future::join_all(probes).await.contains(&true) {
             return Err("no IPFS gateway answers its health probe".to_owned());
         }

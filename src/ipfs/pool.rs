@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use cid::Cid;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -20,10 +21,17 @@ use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify;
 use crate::metrics::{GatewayLabel, GatewayOutcome, METRICS};
 
+/// The gateway set in use. A reload (SIGHUP) swaps in a new set; fetches already running keep
+/// the set they started with, so nothing in flight is dropped.
 pub struct Gateways {
+    current: ArcSwap<GatewaySet>,
+}
+
+pub struct GatewaySet {
     all: Arc<[Arc<Gateway>]>,
     hedge_delay: Duration,
     bench_time: Duration,
+    probe_interval: Duration,
 }
 
 impl Gateways {
@@ -31,6 +39,63 @@ impl Gateways {
         configs: &[GatewayConfig],
         retrieval: &RetrievalConfig,
     ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            current: ArcSwap::from_pointee(GatewaySet::new(configs, retrieval)?),
+        })
+    }
+
+    /// The set requests use from now on.
+    pub fn replace(
+        &self,
+        configs: &[GatewayConfig],
+        retrieval: &RetrievalConfig,
+    ) -> Result<(), reqwest::Error> {
+        self.current
+            .store(Arc::new(GatewaySet::new(configs, retrieval)?));
+        Ok(())
+    }
+
+    pub fn current(&self) -> Arc<GatewaySet> {
+        self.current.load_full()
+    }
+
+    /// The content of `cid` from the first gateway to deliver it.
+    pub async fn fetch(&self, cid: &Cid) -> Result<GatewayResponse, FetchError> {
+        self.current().fetch(cid).await
+    }
+
+    /// Probes every gateway every `retrieval.probe_interval` so that a recovered gateway
+    /// regains its rank. The interval is read again after each round, so a reload applies.
+    pub fn spawn_probes(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(set) = pool.upgrade().map(|p| p.current()) else {
+                    break;
+                };
+                if set.probe_interval.is_zero() {
+                    // Probing off: look again later in case a reload turns it on.
+                    drop(set);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+                let interval = set.probe_interval;
+                for gateway in set.all.iter() {
+                    if gateway.probe().await {
+                        gateway.health.success();
+                    } else {
+                        gateway.health.failure();
+                    }
+                }
+                drop(set);
+                tokio::time::sleep(interval).await;
+            }
+        })
+    }
+}
+
+impl GatewaySet {
+    fn new(configs: &[GatewayConfig], retrieval: &RetrievalConfig) -> Result<Self, reqwest::Error> {
         let all = configs
             .iter()
             .map(Gateway::new)
@@ -39,6 +104,7 @@ impl Gateways {
             all: all.into(),
             hedge_delay: retrieval.hedge_delay,
             bench_time: retrieval.bench_time,
+            probe_interval: retrieval.probe_interval,
         })
     }
 
@@ -153,31 +219,5 @@ impl Gateways {
             Err(_) => gateway.health.failure(),
         }
         (gateway, result)
-    }
-
-    /// Probes every gateway every `interval` so that a recovered gateway regains its rank.
-    pub fn spawn_probes(
-        self: &Arc<Self>,
-        interval: Duration,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        if interval.is_zero() {
-            return None;
-        }
-        let pool = Arc::downgrade(self);
-        Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(pool) = pool.upgrade() else { break };
-                for gateway in pool.all.iter() {
-                    if gateway.probe().await {
-                        gateway.health.success();
-                    } else {
-                        gateway.health.failure();
-                    }
-                }
-            }
-        }))
     }
 }
