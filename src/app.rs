@@ -4,8 +4,10 @@
 //! every request is logged once (see `access_log`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -18,6 +20,7 @@ use crate::body::{self, Body};
 use crate::cache::MediaCache;
 use crate::capabilities::Advertisement;
 use crate::config::{Config, ThumbnailMethod};
+use crate::denylist::Denylists;
 use crate::error::MatrixError;
 use crate::homeserver::Homeserver;
 use crate::ipfs::pool::Gateways;
@@ -31,18 +34,37 @@ use crate::media::thumbnail::{
 use crate::media::thumbnail_answer::{self, Thumbnailer};
 use crate::media::{download, federation, sniff};
 use crate::metrics::METRICS;
+use crate::reload::Changes;
 use crate::resolve::{Limits, Resolver};
 use crate::router::{self, Access, Action};
+use crate::server::StartError;
 
 pub struct App {
     homeserver: Homeserver,
     tokens: TokenChecker,
     resolver: Resolver,
-    waits: Waits,
+    /// Reloadable (SIGHUP), like the gateways inside the resolver and the denylist.
+    waits: ArcSwap<Waits>,
+    denylist: Arc<Denylists>,
+    /// The configuration in force, to tell what a reload changes.
+    config: Mutex<Config>,
     legacy_unauthenticated: bool,
     alias_prefix: String,
     advertisement: Option<Advertisement>,
     thumbnails: Option<Thumbnailer>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot build the gateway clients: {0}")]
+    Gateways(reqwest::Error),
+}
+
+fn waits(config: &Config) -> Waits {
+    Waits {
+        default: config.media.default_timeout,
+        max: config.media.max_timeout,
+    }
 }
 
 /// An ipfs media request, owned so the request itself can move on.
@@ -54,7 +76,7 @@ struct IpfsRequest {
 }
 
 impl App {
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &Config) -> Result<Self, StartError> {
         let homeserver = Homeserver::new(&config.homeserver);
         let tokens = TokenChecker::new(
             homeserver.clone(),
@@ -64,6 +86,12 @@ impl App {
         let gateways = Arc::new(Gateways::new(&config.gateways, &config.retrieval)?);
         gateways.spawn_probes();
         let cache = MediaCache::new(config.cache.max_bytes.as_u64());
+        let denylist = Arc::new(Denylists::load(
+            &config.denylist.paths,
+            config.denylist.watch_interval,
+        )?);
+        let purge = cache.clone();
+        denylist.spawn_watch(move |list| purge.remove_blocked(list));
         let thumbnails = config
             .thumbnails
             .enabled
@@ -80,10 +108,9 @@ impl App {
             homeserver,
             tokens,
             resolver,
-            waits: Waits {
-                default: config.media.default_timeout,
-                max: config.media.max_timeout,
-            },
+            waits: ArcSwap::from_pointee(waits(config)),
+            denylist,
+            config: Mutex::new(config.clone()),
             legacy_unauthenticated: config.media.legacy_unauthenticated,
             alias_prefix: config.media.id_alias_prefix.clone(),
             advertisement: config
@@ -96,6 +123,42 @@ impl App {
 
     pub fn resolver(&self) -> &Resolver {
         &self.resolver
+    }
+
+    pub fn denylist(&self) -> &Denylists {
+        &self.denylist
+    }
+
+    /// Applies what can change while running (see `reload`); the rest is reported. The
+    /// denylist files are read again even when their paths did not change: SIGHUP is also how
+    /// an admin says "read the lists now".
+    pub fn reload(&self, new: &Config) -> Result<Changes, ReloadError> {
+        let mut running = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = Changes::between(&running, new);
+        // First what can fail as a whole, so that a failure leaves everything as it was.
+        if running.gateways != new.gateways || running.retrieval != new.retrieval {
+            self.resolver
+                .gateways()
+                .replace(&new.gateways, &new.retrieval)
+                .map_err(ReloadError::Gateways)?;
+        }
+        self.waits.store(Arc::new(waits(new)));
+        let mut in_force = Changes::in_force(&running, new);
+        match self
+            .denylist
+            .reload(&new.denylist.paths, new.denylist.watch_interval)
+        {
+            Ok(list) => {
+                tracing::info!(rules = list.len(), "denylist reloaded");
+                self.resolver.cache().remove_blocked(&list);
+            }
+            Err(error) => {
+                tracing::error!(%error, "denylist cannot be used: keeping the previous lists");
+                in_force.denylist = running.denylist.clone();
+            }
+        }
+        *running = in_force;
+        Ok(changes)
     }
 
     /// Ready to serve: the homeserver answers, and at least one gateway passes its probe.
@@ -230,9 +293,19 @@ impl App {
         let media = ipfs
             .media
             .map_err(|e| MatrixError::not_found(e.to_string()))?;
+        // After authentication (a refused caller learns nothing about the list), before any
+        // cache lookup or fetch (blocked content is never fetched, and a cached copy from
+        // before the block is not served).
+        if self.denylist.blocks(&media.cid) {
+            tracing::warn!(cid = %media.cid, route = ?ipfs.access, "refused: the CID is on a denylist");
+            return Err(MatrixError::not_found(
+                "this media is blocked on this server",
+            ));
+        }
+        let waits = **self.waits.load();
         match (ipfs.access, ipfs.action, &self.thumbnails) {
             (Access::Federation, Action::Download, _) => {
-                let wait = self.waits.requested(request.uri.query())?;
+                let wait = waits.requested(request.uri.query())?;
                 let (content, outcome) = Content::get(&self.resolver, &media, wait).await?;
                 let content_type = sniff::resolve(content.sniffed(), None);
                 let mut response =
@@ -243,7 +316,7 @@ impl App {
             (Access::Federation, Action::Thumbnail, Some(thumbnails)) => {
                 let wanted = thumbnail_answer::requested(request)?;
                 let (item, outcome) = thumbnails
-                    .get(&self.resolver, self.waits, request, &media, wanted)
+                    .get(&self.resolver, waits, request, &media, wanted)
                     .await?;
                 let content_type = item.sniffed.unwrap_or("application/octet-stream");
                 let mut response = federation::respond(
@@ -258,7 +331,7 @@ impl App {
                 return thumbnail_answer::respond(
                     thumbnails,
                     &self.resolver,
-                    self.waits,
+                    waits,
                     request,
                     &media,
                 )
@@ -272,7 +345,7 @@ impl App {
         }
         download::download(
             &self.resolver,
-            self.waits,
+            waits,
             request,
             &media,
             ipfs.file_name.as_deref(),

@@ -58,6 +58,21 @@ impl MediaCache {
         self.items.run_pending_tasks();
     }
 
+    /// Drops every item (and thumbnail) of a CID the denylist now blocks: requests are refused
+    /// before the cache anyway, and blocked content should not stay in memory.
+    pub fn remove_blocked(&self, denylist: &crate::denylist::Denylist) {
+        if denylist.is_empty() {
+            return;
+        }
+        for (key, _) in self.items.iter() {
+            let (CacheKey::Media(cid) | CacheKey::Thumbnail(cid, _)) = *key;
+            if denylist.blocks(&cid) {
+                self.items.invalidate(&*key);
+            }
+        }
+        self.items.run_pending_tasks();
+    }
+
     /// Bytes held, after pending evictions are applied.
     pub fn weighted_size(&self) -> u64 {
         self.items.run_pending_tasks();

@@ -9,7 +9,7 @@
 //! silently falls back to a default.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -21,7 +21,7 @@ use url::Url;
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "IPFS_MEDIA_PROXY_";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -42,10 +42,25 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
+    pub denylist: DenylistConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenylistConfig {
+    /// Files of blocked CIDs: plain (one CID per line) or the IPFS compact denylist format.
+    /// Relative paths are relative to the configuration file's directory.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// How often the files are looked at for changes; "0s" turns that off (SIGHUP still
+    /// reloads them).
+    #[serde(default = "defaults::denylist_watch", with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `/metrics`, `/health`, `/ready`; off when absent. Keep it on loopback.
@@ -53,7 +68,7 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// One address or a list of them.
@@ -67,7 +82,7 @@ pub struct ServerConfig {
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Listen {
     One(SocketAddr),
@@ -83,7 +98,7 @@ impl Listen {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HomeserverConfig {
     /// Base URL of the homeserver (plain HTTP; it normally runs beside the proxy).
@@ -92,7 +107,7 @@ pub struct HomeserverConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Base URL of an IPFS gateway: content is fetched from `{url}/ipfs/{cid}`.
@@ -149,7 +164,7 @@ impl GatewayConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrievalConfig {
     /// When the best gateway has not answered within this, the next one is asked too.
@@ -173,7 +188,7 @@ impl Default for RetrievalConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Total bytes of media held in memory.
@@ -184,7 +199,7 @@ pub struct CacheConfig {
     pub max_item_bytes: ByteSize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
     /// Larger ipfs media is refused with 502 `M_TOO_LARGE`.
@@ -204,7 +219,7 @@ pub struct MediaConfig {
     pub id_alias_prefix: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThumbnailsConfig {
     /// Make thumbnails of ipfs images; off, thumbnail requests go to the homeserver.
@@ -227,7 +242,7 @@ pub struct ThumbnailsConfig {
     pub max_concurrent: usize,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThumbnailSizeConfig {
     pub width: u32,
@@ -255,7 +270,7 @@ impl Default for ThumbnailsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesConfig {
     /// Add `m.ipfs` (and `io.t2bot.ipfs`) to the homeserver's capabilities answer.
@@ -266,7 +281,7 @@ pub struct CapabilitiesConfig {
     pub preferred_origin: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// How long an access token the homeserver accepted is trusted without asking again.
@@ -277,7 +292,7 @@ pub struct AuthConfig {
     pub token_cache_entries: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter (`info`, `ipfs_media_proxy=debug`, ...); `RUST_LOG` wins when set.
@@ -358,6 +373,18 @@ mod defaults {
     pub fn log_level() -> String {
         "info".to_owned()
     }
+    pub fn denylist_watch() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+impl Default for DenylistConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            watch_interval: defaults::denylist_watch(),
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -409,7 +436,15 @@ pub enum ConfigError {
 impl Config {
     /// Reads `path` and the `IPFS_MEDIA_PROXY_*` environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::new().merge(Toml::file_exact(path)).merge(env()))
+        let mut config =
+            Self::from_figment(Figment::new().merge(Toml::file_exact(path)).merge(env()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for list in &mut config.denylist.paths {
+            if list.is_relative() {
+                *list = base.join(&*list);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses TOML text alone (tests, embedding).
@@ -519,7 +554,7 @@ impl Config {
             })
             .collect();
         format!(
-            "listen={:?} homeserver={} gateways={:?} cache.max_bytes={} cache.max_item_bytes={} media.max_bytes={} media.legacy_unauthenticated={}",
+            "listen={:?} homeserver={} gateways={:?} cache.max_bytes={} cache.max_item_bytes={} media.max_bytes={} media.legacy_unauthenticated={} denylist.paths={:?}",
             self.server.listen.addrs(),
             self.homeserver.url,
             gateways,
@@ -527,6 +562,7 @@ impl Config {
             self.cache.max_item_bytes.display().iec(),
             self.media.max_bytes.display().iec(),
             self.media.legacy_unauthenticated,
+            self.denylist.paths,
         )
     }
 }

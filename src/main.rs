@@ -3,9 +3,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Parser, ValueEnum};
+use ipfs_media_proxy::app::App;
+use ipfs_media_proxy::metrics::{Outcome, METRICS};
 use ipfs_media_proxy::{Config, Server};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+
+/// Changes the log filter of the running process (a SIGHUP reload).
+type LogLevel = reload::Handle<EnvFilter, Registry>;
 
 /// mimalloc rather than glibc malloc: glibc hands freed read buffers back to the kernel and
 /// the next gateway read faults them in again (seen as page faults inside `recvfrom` in the
@@ -49,7 +58,7 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    init_logging(&config, cli.log_format);
+    let log_level = init_logging(&config, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,10 +69,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(cli.config, config, log_level))
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(path: PathBuf, config: Config, log_level: LogLevel) -> ExitCode {
     let server = match Server::bind(&config).await {
         Ok(server) => server,
         Err(error) => {
@@ -78,21 +87,89 @@ async fn run(config: Config) -> ExitCode {
         config = %config.summary(),
         "listening"
     );
+    spawn_reloads(path, server.app(), log_level);
     server.serve(shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-fn init_logging(config: &Config, format: LogFormat) {
+fn init_logging(config: &Config, format: LogFormat) -> LogLevel {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
     }
+    handle
+}
+
+/// SIGHUP: read the configuration file again and apply what can change while running.
+fn spawn_reloads(path: PathBuf, app: Arc<App>, log_level: LogLevel) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGHUP: reloading is off");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            let outcome = match reload(&path, &app, &log_level) {
+                Ok(()) => "ok",
+                Err(error) => {
+                    tracing::error!(
+                        config = %path.display(),
+                        %error,
+                        "reload failed: the running configuration stays in force"
+                    );
+                    "error"
+                }
+            };
+            METRICS
+                .config_reloads
+                .get_or_create(&Outcome { outcome })
+                .inc();
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (path, app, log_level);
+}
+
+fn reload(path: &std::path::Path, app: &App, log_level: &LogLevel) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let changes = app.reload(&config).map_err(|e| e.to_string())?;
+    if changes.applied.contains(&"log.level") {
+        if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+            tracing::warn!("log.level changed but RUST_LOG is set and wins: not applied");
+        } else if let Err(error) = log_level.reload(EnvFilter::new(&config.log.level)) {
+            tracing::warn!(%error, "cannot change the log level");
+        }
+    }
+    if !changes.need_restart.is_empty() {
+        tracing::warn!(
+            keys = ?changes.need_restart,
+            "these settings changed in the file but take effect only after a restart"
+        );
+    }
+    tracing::info!(
+        applied = ?changes.applied,
+        file = %config.summary(),
+        "configuration reloaded"
+    );
+    Ok(())
 }
 
 /// SIGTERM (systemd, containers) or Ctrl-C.

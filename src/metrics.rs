@@ -61,6 +61,10 @@ pub struct Metrics {
     pub token_checks: Family<Outcome, Counter>,
     pub token_cache_hits: Counter,
     pub thumbnails_rendered: Counter<u64, AtomicU64>,
+    pub denylist_refusals: Counter,
+    pub denylist_rules: Gauge<i64, AtomicI64>,
+    pub denylist_reloads: Family<Outcome, Counter>,
+    pub config_reloads: Family<Outcome, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -85,6 +89,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         token_checks: Family::default(),
         token_cache_hits: Counter::default(),
         thumbnails_rendered: Counter::default(),
+        denylist_refusals: Counter::default(),
+        denylist_rules: Gauge::default(),
+        denylist_reloads: Family::default(),
+        config_reloads: Family::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -156,6 +164,26 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "thumbnails_rendered",
         "Thumbnails made",
         m.thumbnails_rendered.clone(),
+    );
+    registry.register(
+        "denylist_refusals",
+        "Requests refused because their CID is on a denylist",
+        m.denylist_refusals.clone(),
+    );
+    registry.register(
+        "denylist_rules",
+        "Denylist rules in force",
+        m.denylist_rules.clone(),
+    );
+    registry.register(
+        "denylist_reloads",
+        "Denylist reloads (file change or SIGHUP), by outcome",
+        m.denylist_reloads.clone(),
+    );
+    registry.register(
+        "config_reloads",
+        "Configuration reloads on SIGHUP, by outcome",
+        m.config_reloads.clone(),
     );
     Metrics { registry, ..m }
 });

@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("cannot build the gateway client: {0}")]
     Gateways(#[from] reqwest::Error),
+    #[error("cannot read the denylist: {0}")]
+    Denylist(#[from] crate::denylist::LoadError),
 }
 
 pub struct Server {

@@ -68,14 +68,84 @@ fn bad_config_names_the_key_and_exits_nonzero() {
     );
 }
 
-/// A failed assertion must not leave the proxy running (it would hold the test's pipes open).
-struct KillOnDrop(std::process::Child);
+/// The binary running with `--log-format json`, its log lines read on a thread. A failed
+/// assertion must not leave it running (it would hold the test's pipes open): killed on drop.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Running {
+    fn start(config: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
     }
+
+    /// The next log line that `want` accepts (10 s at most).
+    fn next_line(&self, want: &dyn Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("expected log line did not come");
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if want(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and returns the exit status (10 s at most).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the binary, reads its JSON log, fetches twice (miss then hit), and stops it with
@@ -87,46 +157,14 @@ async fn json_access_log_and_sigterm() {
     let gw = GatewayStub::new();
     let cid = gw.add(&b"logged bytes"[..]);
     let gw_addr = gw.start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         &dir,
         &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n[[gateways]]\nurl = \"http://{gw_addr}\"\n"),
     );
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["--log-format", "json", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next_line = |want: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("expected log line did not come");
-            let v: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            if want(&v) {
-                return v;
-            }
-        }
-    };
+    let mut proxy = Running::start(&path);
+    let next_line = |want: &dyn Fn(&serde_json::Value) -> bool| proxy.next_line(want);
     next_line(&|v| v["message"] == "listening");
 
     let url = format!("http://127.0.0.1:{port}/_matrix/media/v3/download/s/ipfs:{cid}");
@@ -156,18 +194,101 @@ async fn json_access_log_and_sigterm() {
         "queries (tokens) are never logged"
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
+    assert!(proxy.terminate().success());
+}
+
+/// SIGHUP: the file is read again; what can change applies at once (the denylist, here named
+/// by a path relative to the config file), what cannot is reported, a broken file changes
+/// nothing, and the process keeps serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_what_it_can() {
+    let hs = HomeserverStub::new();
+    let hs_addr = hs.start().await;
+    let gw = GatewayStub::new();
+    let cid = gw.add(&b"reload me"[..]);
+    let gw_addr = gw.start().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n[[gateways]]\nurl = \"http://{gw_addr}\"\n"
+    );
+    let path = write_config(&dir, &base);
+    let proxy = Running::start(&path);
+    proxy.next_line(&|v| v["message"] == "listening");
+    let url = format!("http://127.0.0.1:{port}/_matrix/media/v3/download/s/ipfs:{cid}");
+    assert_eq!(
+        support::client().get(&url).send().await.unwrap().status(),
+        200
+    );
+
+    std::fs::write(dir.path().join("takedowns.deny"), format!("/ipfs/{cid}\n")).unwrap();
+    write_config(
+        &dir,
+        &format!("{base}[denylist]\npaths = [\"takedowns.deny\"]\nwatch_interval = \"0s\"\n"),
+    );
+    proxy.signal("HUP");
+    let v = proxy.next_line(&|v| v["message"] == "configuration reloaded");
+    assert_eq!(v["applied"], "[\"denylist\"]");
+    let r = support::client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v = proxy.next_line(&|v| v["message"] == "refused: the CID is on a denylist");
+    assert_eq!(v["level"], "WARN");
+
+    // A new listen address needs a restart: reported, and the old one keeps serving.
+    let moved = base.replace(&port.to_string(), &free_port().to_string());
+    write_config(
+        &dir,
+        &format!("{moved}[denylist]\npaths = [\"takedowns.deny\"]\nwatch_interval = \"0s\"\n[log]\nlevel = \"debug\"\n"),
+    );
+    proxy.signal("HUP");
+    let v = proxy.next_line(&|v| {
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("after a restart")
+    });
+    assert_eq!(v["keys"], "[\"server\"]");
+    let v = proxy.next_line(&|v| v["message"] == "configuration reloaded");
+    assert_eq!(v["applied"], "[\"log.level\"]");
+
+    // A broken file: logged, nothing changes.
+    write_config(&dir, "[server]\nlisten = 5\n");
+    proxy.signal("HUP");
+    let v = proxy.next_line(&|v| {
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("reload failed")
+    });
+    assert!(
+        v["error"].as_str().unwrap().contains("server.listen"),
+        "{v}"
+    );
+    let r = support::client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the denylist stays in force");
+    let mut proxy = proxy;
+    assert!(proxy.terminate().success());
+}
+
+/// A denylist that cannot be read stops the start: an admin who configured one wants it in
+/// force, not a proxy serving what it should refuse.
+#[test]
+fn unreadable_denylist_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.deny"), "bafy-not-a-cid\n").unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[homeserver]\nurl = \"http://127.0.0.1:9\"\n[[gateways]]\nurl = \"http://127.0.0.1:9\"\n[denylist]\npaths = [\"broken.deny\", \"missing.deny\"]\n",
+            free_port()
+        ),
+    );
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
         .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(exit) = child.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(exit.success());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.deny: line 1"), "{stderr}");
 }
