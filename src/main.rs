@@ -55,6 +55,14 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        // The denylists too: a reload would refuse a broken one, so say so before it.
+        if let Err(error) = ipfs_media_proxy::denylist::Denylists::load(
+            &config.denylist.paths,
+            config.denylist.watch_interval,
+        ) {
+            eprintln!("ipfs-media-proxy: denylist: {error}");
+            return ExitCode::from(2);
+        }
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
