@@ -254,3 +254,34 @@ async fn reload_swaps_gateways_and_timeouts_and_reports_the_rest() {
     })
     .await;
 }
+
+/// A Kubernetes ConfigMap volume: the file is a symlink through `..data`, and an update makes
+/// a new directory and flips `..data` to it atomically. The file check must see that.
+#[cfg(unix)]
+#[test]
+fn configmap_style_symlink_flip_is_seen() {
+    use ipfs_media_proxy::denylist::Denylists;
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    std::fs::write(d.join("..v1/list.deny"), "").unwrap();
+    symlink("..v1", d.join("..data")).unwrap();
+    symlink("..data/list.deny", d.join("list.deny")).unwrap();
+    let lists = Denylists::load(&[d.join("list.deny")], Duration::from_secs(1)).unwrap();
+    assert!(lists.reload_if_changed().is_none(), "nothing changed yet");
+
+    let cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    // Same length and possibly the same mtime second as before would not do: the inode
+    // differs, and so does the content here.
+    std::fs::write(d.join("..v2/list.deny"), format!("{cid}\n")).unwrap();
+    symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    let list = lists
+        .reload_if_changed()
+        .expect("the flip is seen")
+        .unwrap();
+    assert!(list.blocks(&Cid::try_from(cid).unwrap()));
+    assert!(lists.reload_if_changed().is_none(), "and read once");
+}
