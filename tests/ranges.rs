@@ -299,6 +299,32 @@ async fn parts_obey_the_size_limit() {
 }
 
 #[tokio::test]
+async fn parts_obey_timeout_ms() {
+    bounded(30, async {
+        let gw = GatewayStub::new();
+        let cid = gw.add_with(
+            pattern(100_000, 26),
+            Behaviour::Delay(Duration::from_secs(20)),
+        );
+        let p = trusted(&[&gw], APART).await;
+        let started = std::time::Instant::now();
+        let r = ranged(
+            &format!("{}?timeout_ms=500", url(&p, &cid)),
+            "bytes=1000-1999",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            json(&r.bytes().await.unwrap())["errcode"],
+            "M_NOT_YET_UPLOADED"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(gw.ranges(&cid).contains(&some("bytes=1000-1999")));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_part_has_the_headers_the_cached_item_gives_and_nothing_partial_is_cached() {
     bounded(30, async {
         let gw = GatewayStub::new();
