@@ -102,6 +102,7 @@ impl App {
             Limits {
                 max_bytes: config.media.max_bytes.as_u64(),
                 max_cached_bytes: config.cache.max_item_bytes.as_u64(),
+                range_fetch_threshold: config.media.range_fetch_threshold.as_u64(),
             },
         );
         Ok(Self {

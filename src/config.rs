@@ -217,6 +217,10 @@ pub struct MediaConfig {
     /// A second, spec-grammar form of ipfs media IDs (`ipfs_<cid>`); empty turns it off.
     #[serde(default = "defaults::alias_prefix")]
     pub id_alias_prefix: String,
+    /// A `Range` of uncached media starting more than this beyond what the shared fetch has
+    /// delivered (beyond byte 0 when none runs) is fetched on its own.
+    #[serde(default = "defaults::range_fetch_threshold")]
+    pub range_fetch_threshold: ByteSize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -332,6 +336,9 @@ mod defaults {
     pub fn media_max_bytes() -> ByteSize {
         ByteSize::mib(100)
     }
+    pub fn range_fetch_threshold() -> ByteSize {
+        ByteSize::mib(4)
+    }
     pub fn yes() -> bool {
         true
     }
@@ -404,6 +411,7 @@ impl Default for MediaConfig {
             default_timeout: defaults::default_wait(),
             max_timeout: defaults::max_wait(),
             id_alias_prefix: defaults::alias_prefix(),
+            range_fetch_threshold: defaults::range_fetch_threshold(),
         }
     }
 }

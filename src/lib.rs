@@ -10,6 +10,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod byte_range;
 pub mod cache;
 pub mod capabilities;
 pub mod config;

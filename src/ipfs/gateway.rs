@@ -1,5 +1,6 @@
-//! One IPFS HTTP gateway: a path-gateway fetch for trusted gateways, raw-block and CAR
-//! requests (IPFS trustless gateway spec) for the rest, and the cheap health probe.
+//! One IPFS HTTP gateway: a path-gateway fetch (whole, or one `Range`) for trusted gateways,
+//! raw-block and CAR requests (IPFS trustless gateway spec, `entity-bytes` for a range) for
+//! the rest, and the cheap health probe.
 //!
 //! Each gateway has its own `reqwest` client so that its timeout (response headers, and every
 //! pause between reads) and its optional `Authorization` header are its own.
@@ -13,9 +14,11 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
+use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode};
 use crate::error::MatrixError;
 use crate::ipfs::health::Health;
+use crate::ipfs::part::{check_size, slice_stream, ContentRange, PartResponse};
 use crate::ipfs::verify::{self, MAX_BLOCK_SIZE};
 
 /// Why content could not be had. Cloned to every request waiting on the same fetch.
@@ -142,12 +145,14 @@ impl Gateway {
         }))
     }
 
-    /// `GET {base}/ipfs/{cid}{query}` with `accept`, response headers within the timeout.
-    async fn get(
+    /// `GET {base}/ipfs/{cid}{query}` with `accept` and `range`, response headers within the
+    /// timeout, whatever the status.
+    async fn send(
         &self,
         cid: &Cid,
         query: &str,
         accept: Option<HeaderValue>,
+        range: Option<String>,
     ) -> Result<reqwest::Response, FetchError> {
         // Built from the parsed CID: the client's text never reaches the URL.
         let url = format!("{}/ipfs/{}{}", self.base, cid, query);
@@ -155,15 +160,26 @@ impl Gateway {
         if let Some(accept) = accept {
             request = request.header(header::ACCEPT, accept);
         }
-        let response = tokio::time::timeout(self.timeout, request.send())
+        if let Some(range) = range {
+            request = request.header(header::RANGE, range);
+        }
+        tokio::time::timeout(self.timeout, request.send())
             .await
             .map_err(|_| FetchError::Timeout)?
-            .map_err(transport_error)?;
+            .map_err(transport_error)
+    }
+
+    /// As [`Self::send`], and only a 200 is content.
+    async fn get(
+        &self,
+        cid: &Cid,
+        query: &str,
+        accept: Option<HeaderValue>,
+    ) -> Result<reqwest::Response, FetchError> {
+        let response = self.send(cid, query, accept, None).await?;
         match response.status() {
             StatusCode::OK => Ok(response),
-            StatusCode::NOT_FOUND | StatusCode::GONE => Err(FetchError::NotFound),
-            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => Err(FetchError::Timeout),
-            status => Err(FetchError::Upstream(format!("gateway answered {status}"))),
+            status => Err(status_error(status)),
         }
     }
 
@@ -176,6 +192,75 @@ impl Gateway {
             content_length,
             body,
         })
+    }
+
+    /// Path gateway, one range: `Range: bytes=...`, and the gateway's answer held to it.
+    ///
+    /// A 206 must name exactly the range asked for (resolved against the total it states);
+    /// any other range is a lie and refused. A 200 means the gateway ignored the `Range`: its
+    /// `Content-Length` is the total and the part is cut here, reading no further than its
+    /// end (without a length there is no total to answer with, so that is a failure). A 416
+    /// must say the total, and the range must indeed be outside it.
+    pub async fn fetch_path_range(
+        &self,
+        cid: &Cid,
+        wanted: &ByteRange,
+        max_bytes: u64,
+    ) -> Result<PartResponse, FetchError> {
+        let response = self
+            .send(cid, "", None, Some(wanted.header_value()))
+            .await?;
+        let content_range = response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ContentRange::parse);
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let Some(ContentRange::Part { range, total }) = content_range else {
+                    return Err(FetchError::Upstream(
+                        "the gateway's 206 has no usable Content-Range".into(),
+                    ));
+                };
+                check_size(total, max_bytes)?;
+                if wanted.resolve(total).as_ref() != Some(&range) {
+                    return Err(FetchError::Upstream(format!(
+                        "the gateway answered bytes {}-{}/{total} to {}",
+                        range.start(),
+                        range.end(),
+                        wanted.header_value()
+                    )));
+                }
+                let body = response.bytes_stream().map_err(transport_error);
+                Ok(PartResponse::new(total, range, body))
+            }
+            StatusCode::OK => {
+                let Some(total) = response.content_length() else {
+                    return Err(FetchError::Upstream(
+                        "the gateway ignored the Range and announced no length".into(),
+                    ));
+                };
+                check_size(total, max_bytes)?;
+                let Some(range) = wanted.resolve(total) else {
+                    return Ok(PartResponse::outside(total));
+                };
+                let len = range.end() - range.start() + 1;
+                let body = response.bytes_stream().map_err(transport_error);
+                let body = slice_stream(body, *range.start(), Some(len));
+                Ok(PartResponse::new(total, range, body))
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => match content_range {
+                Some(ContentRange::Unsatisfied { total }) if wanted.resolve(total).is_none() => {
+                    check_size(total, max_bytes)?;
+                    Ok(PartResponse::outside(total))
+                }
+                _ => Err(FetchError::Upstream(format!(
+                    "the gateway refused {} without a matching Content-Range",
+                    wanted.header_value()
+                ))),
+            },
+            status => Err(status_error(status)),
+        }
     }
 
     /// One raw block, checked against its CID before it is returned.
@@ -220,6 +305,26 @@ impl Gateway {
         Ok(response.bytes_stream().boxed())
     }
 
+    /// A CAR of the blocks that hold one range of the file (`entity-bytes`). `None` when the
+    /// gateway answers 400, which the spec has it do for a range it can tell is outside the
+    /// file: the caller learns the size from the root block instead.
+    pub async fn fetch_car_range(
+        &self,
+        cid: &Cid,
+        wanted: &ByteRange,
+    ) -> Result<Option<BoxStream<'static, Result<Bytes, reqwest::Error>>>, FetchError> {
+        let query = format!(
+            "?format=car&dag-scope=entity&dups=y&entity-bytes={}",
+            wanted.entity_bytes()
+        );
+        let response = self.send(cid, &query, Some(ACCEPT_CAR), None).await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(response.bytes_stream().boxed())),
+            StatusCode::BAD_REQUEST => Ok(None),
+            status => Err(status_error(status)),
+        }
+    }
+
     /// `GET /ipfs/bafkqaaa?format=raw`: up and answering, without any content lookup.
     pub async fn probe(&self) -> bool {
         let cid: Cid = PROBE_CID.parse().expect("a valid CID");
@@ -233,6 +338,15 @@ impl Gateway {
             tokio::time::timeout(self.timeout.min(Duration::from_secs(10)), request).await,
             Ok(Ok(response)) if response.status().is_success()
         )
+    }
+}
+
+/// What a status other than the one expected says about the content.
+fn status_error(status: StatusCode) -> FetchError {
+    match status {
+        StatusCode::NOT_FOUND | StatusCode::GONE => FetchError::NotFound,
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => FetchError::Timeout,
+        status => FetchError::Upstream(format!("gateway answered {status}")),
     }
 }
 

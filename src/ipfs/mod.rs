@@ -3,6 +3,7 @@
 pub mod car;
 pub mod gateway;
 pub mod health;
+pub mod part;
 pub mod pool;
 pub mod trustless;
 pub mod unixfs;

@@ -6,6 +6,7 @@
 //! waiting for the hedge. When every gateway fails, the most telling failure is returned (404
 //! only when every gateway said not found) and each gateway's outcome is logged.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,10 @@ use cid::Cid;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 
+use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode, RetrievalConfig};
 use crate::ipfs::gateway::{FetchError, Gateway, GatewayResponse};
+use crate::ipfs::part::PartResponse;
 use crate::ipfs::trustless::{self, Sources};
 use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify;
@@ -115,13 +118,37 @@ impl GatewaySet {
     /// The content of `cid` from the first gateway to deliver it.
     pub async fn fetch(&self, cid: &Cid) -> Result<GatewayResponse, FetchError> {
         // Identity CIDs carry their bytes: no request at all.
-        if cid.codec() == RAW {
-            if let Some(inline) =
-                verify::identity_block(cid).map_err(|e| FetchError::Unsupported(e.to_string()))?
-            {
-                return Ok(GatewayResponse::whole(inline));
-            }
+        if let Some(inline) = identity(cid)? {
+            return Ok(GatewayResponse::whole(inline));
         }
+        self.race(cid, |gateway| self.fetch_from(gateway, *cid))
+            .await
+    }
+
+    /// One range of `cid` (never cached, never shared), from the first gateway to deliver it:
+    /// the same health order, hedging and choice of failure as [`Self::fetch`].
+    pub async fn fetch_range(
+        &self,
+        cid: &Cid,
+        wanted: ByteRange,
+        max_bytes: u64,
+    ) -> Result<PartResponse, FetchError> {
+        if let Some(inline) = identity(cid)? {
+            return PartResponse::cut(inline, &wanted, max_bytes);
+        }
+        self.race(cid, |gateway| {
+            self.fetch_range_from(gateway, *cid, wanted, max_bytes)
+        })
+        .await
+    }
+
+    /// Asks the healthiest gateway first, hedges after `hedge_delay`, moves on at once after
+    /// a failure, and returns the first success or the most telling failure.
+    async fn race<T, F, Fut>(&self, cid: &Cid, attempt: F) -> Result<T, FetchError>
+    where
+        F: Fn(Arc<Gateway>) -> Fut,
+        Fut: Future<Output = Result<T, FetchError>>,
+    {
         let mut order: Vec<Arc<Gateway>> = self.all.iter().cloned().collect();
         // Stable: equal health keeps the configured order.
         order.sort_by_key(|g| g.health.rank());
@@ -129,8 +156,9 @@ impl GatewaySet {
         let mut running = FuturesUnordered::new();
         let mut outcomes: Vec<(String, String)> = Vec::new();
         let mut worst: Option<FetchError> = None;
+        let start = |gateway: Arc<Gateway>| recorded(Arc::clone(&gateway), attempt(gateway));
         if let Some(first) = waiting.next() {
-            running.push(self.attempt(first, *cid));
+            running.push(start(first));
         }
         loop {
             let hedge = tokio::time::sleep(self.hedge_delay);
@@ -149,7 +177,7 @@ impl GatewaySet {
                             }
                             // A failure moves on at once.
                             if let Some(next) = waiting.next() {
-                                running.push(self.attempt(next, *cid));
+                                running.push(start(next));
                             }
                         }
                     }
@@ -157,7 +185,7 @@ impl GatewaySet {
                 _ = hedge, if waiting.len() > 0 && !running.is_empty() => {
                     if let Some(next) = waiting.next() {
                         tracing::debug!(gateway = %next.name, %cid, "hedging: asking another gateway too");
-                        running.push(self.attempt(next, *cid));
+                        running.push(start(next));
                     }
                 }
             }
@@ -167,57 +195,99 @@ impl GatewaySet {
         Err(error)
     }
 
-    async fn attempt(
+    fn sources(&self) -> Sources {
+        Sources {
+            all: Arc::clone(&self.all),
+            bench_time: self.bench_time,
+        }
+    }
+
+    async fn fetch_from(
         &self,
         gateway: Arc<Gateway>,
         cid: Cid,
-    ) -> (Arc<Gateway>, Result<GatewayResponse, FetchError>) {
-        let started = std::time::Instant::now();
-        let result = match gateway.mode {
+    ) -> Result<GatewayResponse, FetchError> {
+        match gateway.mode {
             GatewayMode::Trusted => gateway.fetch_path(&cid).await,
-            GatewayMode::Trustless if !verify::is_supported(&cid) => {
-                Err(FetchError::Unsupported(format!(
-                    "this CID's hash function ({:#x}) cannot be verified",
-                    cid.hash().code()
-                )))
-            }
             GatewayMode::Trustless => {
-                let sources = Sources {
-                    all: Arc::clone(&self.all),
-                    bench_time: self.bench_time,
-                };
-                trustless::fetch_verified(Arc::clone(&gateway), cid, sources).await
+                verifiable(&cid)?;
+                trustless::fetch_verified(gateway, cid, self.sources()).await
             }
-        };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(FetchError::NotFound) => "not_found",
-            Err(FetchError::Timeout) => "timeout",
-            Err(FetchError::TooLarge { .. }) => "too_large",
-            Err(FetchError::Upstream(_)) => "error",
-            Err(FetchError::Unverified(_)) => "unverified",
-            Err(FetchError::NotAFile(_)) => "not_a_file",
-            Err(FetchError::Unsupported(_)) => "unsupported",
-        };
-        let name = gateway.name.clone();
-        METRICS
-            .gateway_requests
-            .get_or_create(&GatewayOutcome {
-                gateway: name.clone(),
-                outcome,
-            })
-            .inc();
-        METRICS
-            .gateway_duration
-            .get_or_create(&GatewayLabel { gateway: name })
-            .observe(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => gateway.health.success(),
-            // Not having content is no fault; the rest lowers the score.
-            Err(FetchError::NotFound) | Err(FetchError::Unsupported(_)) => {}
-            Err(FetchError::Unverified(_)) => {} // benched where it was caught
-            Err(_) => gateway.health.failure(),
         }
-        (gateway, result)
     }
+
+    async fn fetch_range_from(
+        &self,
+        gateway: Arc<Gateway>,
+        cid: Cid,
+        wanted: ByteRange,
+        max_bytes: u64,
+    ) -> Result<PartResponse, FetchError> {
+        match gateway.mode {
+            GatewayMode::Trusted => gateway.fetch_path_range(&cid, &wanted, max_bytes).await,
+            GatewayMode::Trustless => {
+                verifiable(&cid)?;
+                trustless::fetch_verified_range(gateway, cid, wanted, self.sources(), max_bytes)
+                    .await
+            }
+        }
+    }
+}
+
+/// The bytes an identity CID carries (`None` for any other CID).
+fn identity(cid: &Cid) -> Result<Option<bytes::Bytes>, FetchError> {
+    if cid.codec() != RAW {
+        return Ok(None);
+    }
+    verify::identity_block(cid).map_err(|e| FetchError::Unsupported(e.to_string()))
+}
+
+/// A trustless gateway is of no use for a CID whose hash we cannot check.
+fn verifiable(cid: &Cid) -> Result<(), FetchError> {
+    if verify::is_supported(cid) {
+        return Ok(());
+    }
+    Err(FetchError::Unsupported(format!(
+        "this CID's hash function ({:#x}) cannot be verified",
+        cid.hash().code()
+    )))
+}
+
+/// Runs one gateway's attempt, and records its outcome in the metrics and its health.
+async fn recorded<T>(
+    gateway: Arc<Gateway>,
+    attempt: impl Future<Output = Result<T, FetchError>>,
+) -> (Arc<Gateway>, Result<T, FetchError>) {
+    let started = std::time::Instant::now();
+    let result = attempt.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(FetchError::NotFound) => "not_found",
+        Err(FetchError::Timeout) => "timeout",
+        Err(FetchError::TooLarge { .. }) => "too_large",
+        Err(FetchError::Upstream(_)) => "error",
+        Err(FetchError::Unverified(_)) => "unverified",
+        Err(FetchError::NotAFile(_)) => "not_a_file",
+        Err(FetchError::Unsupported(_)) => "unsupported",
+    };
+    let name = gateway.name.clone();
+    METRICS
+        .gateway_requests
+        .get_or_create(&GatewayOutcome {
+            gateway: name.clone(),
+            outcome,
+        })
+        .inc();
+    METRICS
+        .gateway_duration
+        .get_or_create(&GatewayLabel { gateway: name })
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => gateway.health.success(),
+        // Not having content is no fault; the rest lowers the score.
+        Err(FetchError::NotFound) | Err(FetchError::Unsupported(_)) => {}
+        Err(FetchError::Unverified(_)) => {} // benched where it was caught
+        Err(_) => gateway.health.failure(),
+    }
+    (gateway, result)
 }

@@ -6,6 +6,9 @@
 //! next, and file bytes are released only once their block is verified. When the CAR stops
 //! early or carries a bad block, the walk continues with raw blocks from the other gateways,
 //! and the gateway that lied is benched.
+//!
+//! A range is the same walk on a CAR asked for with `entity-bytes`: the root gives the file's
+//! size, and only the blocks holding the range are needed and only its bytes come out.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,8 +19,10 @@ use cid::Cid;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
+use crate::byte_range::ByteRange;
 use crate::ipfs::car::{CarError, CarReader};
 use crate::ipfs::gateway::{unverified, FetchError, Gateway, GatewayResponse};
+use crate::ipfs::part::{check_size, PartResponse};
 use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify::VerifyError;
 use crate::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError};
@@ -53,36 +58,88 @@ pub async fn fetch_verified(
         walker: FileWalker::new(cid, None),
         source: gateway,
         sources,
+        ranged: false,
     };
-    let mut ready = VecDeque::new();
-    // Until the root is in, the file's length is unknown.
-    while walk.walker.file_size().is_none() {
-        match walk.next().await? {
-            Some(bytes) => ready.extend(bytes),
-            None => break,
-        }
-    }
-    let content_length = walk.walker.file_size();
-    // The state is `None` after an error: one error ends the stream (the response is
-    // aborted, nothing is cached).
-    let body = futures_util::stream::unfold(Some((walk, ready)), |state| async move {
-        let (mut walk, mut ready) = state?;
-        loop {
-            if let Some(bytes) = ready.pop_front() {
-                return Some((Ok(bytes), Some((walk, ready))));
-            }
-            match walk.next().await {
-                Ok(Some(bytes)) => ready.extend(bytes),
-                Ok(None) => return None,
-                Err(error) => return Some((Err(error), None)),
-            }
-        }
-    })
-    .boxed();
+    let ready = walk.until_root().await?;
     Ok(GatewayResponse {
-        content_length,
-        body,
+        content_length: walk.walker.file_size(),
+        body: walk.into_stream(ready),
     })
+}
+
+/// One range of the file `cid` from `gateway`, every byte verified: a raw block is fetched
+/// whole (at most 2 MiB) and cut; a file DAG as a CAR with `entity-bytes`, walked from the
+/// root (whose `filesize` is the total), and only the blocks holding the range are taken.
+/// Returns once the root is verified.
+pub async fn fetch_verified_range(
+    gateway: Arc<Gateway>,
+    cid: Cid,
+    wanted: ByteRange,
+    sources: Sources,
+    max_bytes: u64,
+) -> Result<PartResponse, FetchError> {
+    if cid.codec() == RAW {
+        let block = gateway.fetch_block(&cid).await.inspect_err(|e| {
+            if matches!(e, FetchError::Unverified(_)) {
+                bench(&gateway, &sources, e);
+            }
+        })?;
+        return PartResponse::cut(block, &wanted, max_bytes);
+    }
+    let car = gateway.fetch_car_range(&cid, &wanted).await?;
+    let mut walk = VerifiedWalk {
+        car: car.map(CarReader::new),
+        walker: FileWalker::for_range(cid, wanted),
+        source: gateway,
+        sources,
+        ranged: true,
+    };
+    let ready = walk.until_root().await?;
+    let Some(total) = walk.walker.file_size() else {
+        return Err(FetchError::Unverified(
+            "the walk ended without a root".into(),
+        ));
+    };
+    check_size(total, max_bytes)?;
+    match wanted.resolve(total) {
+        None => Ok(PartResponse::outside(total)),
+        Some(range) => Ok(PartResponse::new(total, range, walk.into_stream(ready))),
+    }
+}
+
+impl VerifiedWalk {
+    /// Walks until the root block is verified (until then the file's length is unknown), and
+    /// returns the file bytes that came with it.
+    async fn until_root(&mut self) -> Result<VecDeque<Bytes>, FetchError> {
+        let mut ready = VecDeque::new();
+        while self.walker.file_size().is_none() {
+            match self.next().await? {
+                Some(bytes) => ready.extend(bytes),
+                None => break,
+            }
+        }
+        Ok(ready)
+    }
+
+    /// The rest of the walk's bytes, after `ready`.
+    fn into_stream(self, ready: VecDeque<Bytes>) -> BoxStream<'static, Result<Bytes, FetchError>> {
+        // The state is `None` after an error: one error ends the stream (the response is
+        // aborted, nothing is cached).
+        futures_util::stream::unfold(Some((self, ready)), |state| async move {
+            let (mut walk, mut ready) = state?;
+            loop {
+                if let Some(bytes) = ready.pop_front() {
+                    return Some((Ok(bytes), Some((walk, ready))));
+                }
+                match walk.next().await {
+                    Ok(Some(bytes)) => ready.extend(bytes),
+                    Ok(None) => return None,
+                    Err(error) => return Some((Err(error), None)),
+                }
+            }
+        })
+        .boxed()
+    }
 }
 
 struct VerifiedWalk {
@@ -90,6 +147,8 @@ struct VerifiedWalk {
     walker: FileWalker,
     source: Arc<Gateway>,
     sources: Sources,
+    /// A range walk (`entity-bytes`).
+    ranged: bool,
 }
 
 impl VerifiedWalk {
@@ -119,6 +178,16 @@ impl VerifiedWalk {
                 Ok(None) if self.walker.is_complete() => continue,
                 Ok(None) => {
                     tracing::info!(gateway = %self.source.name, "CAR ended early; fetching the rest block by block");
+                    self.source.health.failure();
+                    self.car = None;
+                }
+                // A range CAR that carries blocks outside the range: the gateway ignored
+                // `entity-bytes` (older gateways do) rather than lied, since the block may well
+                // be the file's. Reading on through the whole file could cost far more than
+                // the range, so the range's blocks are fetched one by one instead; nothing
+                // unverified is used either way.
+                Err(CarWalkError::Walk(WalkError::Unexpected(unexpected))) if self.ranged => {
+                    tracing::info!(gateway = %self.source.name, got = %unexpected.got, "range CAR carries other blocks; fetching the range block by block");
                     self.source.health.failure();
                     self.car = None;
                 }

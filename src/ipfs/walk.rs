@@ -29,6 +29,7 @@ use futures_util::Stream;
 use super::car::{CarError, CarReader};
 use super::unixfs::{decode_file, NotFileKind, UnixfsError};
 use super::verify::{identity_block, verify_block, VerifyError};
+use crate::byte_range::ByteRange;
 
 /// The deepest file DAG walked (the root is depth 0). Balanced DAGs of real files are 2-5 deep;
 /// trickle DAGs a little more.
@@ -102,6 +103,8 @@ pub struct FileWalker {
     stack: Vec<Pending>,
     /// `[start, end)`; `None` walks every block of the file.
     range: Option<(u64, u64)>,
+    /// A range to resolve against the root's file size (then it becomes `range`).
+    wanted: Option<ByteRange>,
     file_size: Option<u64>,
     failed: bool,
 }
@@ -119,8 +122,19 @@ impl FileWalker {
                 depth: 0,
             }],
             range,
+            wanted: None,
             file_size: None,
             failed: false,
+        }
+    }
+
+    /// A walk of the bytes `range` selects (an HTTP range, resolved against the file size the
+    /// root block gives): a suffix needs the size first, and a range outside the file needs
+    /// no block beyond the root (the caller answers 416 from [`Self::file_size`]).
+    pub fn for_range(root: Cid, range: ByteRange) -> Self {
+        FileWalker {
+            wanted: Some(range),
+            ..Self::new(root, None)
         }
     }
 
@@ -203,7 +217,17 @@ impl FileWalker {
             },
         })?;
         match item.expected {
-            None => self.file_size = Some(node.size),
+            None => {
+                self.file_size = Some(node.size);
+                if let Some(wanted) = self.wanted.take() {
+                    // An empty `[0, 0)` when nothing is selected: no child is needed.
+                    self.range = Some(
+                        wanted
+                            .resolve(node.size)
+                            .map_or((0, 0), |r| (*r.start(), r.end() + 1)),
+                    );
+                }
+            }
             Some(expected) if expected != node.size => {
                 return Err(WalkError::SizeMismatch {
                     cid: item.cid,
@@ -380,6 +404,59 @@ mod tests {
         let block = identity_block(&w.next_needed().unwrap()).unwrap().unwrap();
         assert_eq!(concat(w.accept(&root, block).unwrap()), b"tiny");
         assert!(w.is_complete());
+    }
+
+    #[test]
+    fn http_ranges_resolve_against_the_root_size() {
+        let leaves: Vec<&[u8]> = vec![b"aaaa", b"bbbb", b"cccc"];
+        let links: Vec<FileLink> = leaves
+            .iter()
+            .map(|l| FileLink {
+                cid: cid(RAW, l),
+                blocksize: 4,
+            })
+            .collect();
+        let root_block = Bytes::from(encode_file_node(b"", &links));
+        let root = cid(DAG_PB, &root_block);
+        // Feeds every block the walk asks for; returns the bytes and the blocks fetched.
+        let walk = |range: ByteRange| {
+            let mut w = FileWalker::for_range(root, range);
+            let mut got = concat(w.accept(&root, root_block.clone()).unwrap());
+            let mut fetched = 0;
+            while let Some(next) = w.next_needed() {
+                let i = links.iter().position(|l| l.cid == next).unwrap();
+                got.extend(concat(
+                    w.accept(&next, Bytes::from_static(leaves[i])).unwrap(),
+                ));
+                fetched += 1;
+            }
+            assert!(w.is_complete());
+            assert_eq!(w.file_size(), Some(12));
+            (got, fetched)
+        };
+        assert_eq!(walk(ByteRange::Suffix(5)), (b"bcccc".to_vec(), 2));
+        assert_eq!(
+            walk(ByteRange::From {
+                start: 5,
+                end: Some(6)
+            }),
+            (b"bb".to_vec(), 1)
+        );
+        assert_eq!(
+            walk(ByteRange::From {
+                start: 8,
+                end: None
+            }),
+            (b"cccc".to_vec(), 1)
+        );
+        // Outside the file: the root alone, nothing yielded.
+        assert_eq!(
+            walk(ByteRange::From {
+                start: 12,
+                end: None
+            }),
+            (Vec::new(), 0)
+        );
     }
 
     #[test]

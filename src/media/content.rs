@@ -11,11 +11,12 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 
 use crate::body::{self, Body, BoxError};
+use crate::byte_range::ByteRange;
 use crate::cache::CachedMedia;
 use crate::error::MatrixError;
 use crate::ipfs::gateway::FetchError;
 use crate::media::media_id::IpfsMedia;
-use crate::resolve::{Head, Resolved, Resolver, Subscription};
+use crate::resolve::{Head, Part, RangePlan, Resolved, Resolver, Subscription};
 
 /// Where a response's bytes came from; read by the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,14 @@ pub enum Content {
     },
 }
 
+/// What a request for one range is answered from.
+pub enum Ranged {
+    /// The item (cached or arriving), from which the range is cut.
+    Content(Content, CacheOutcome),
+    /// The range alone, fetched for this request (a cache miss).
+    Part(Part),
+}
+
 impl Content {
     /// The cached item or the first bytes of a fetch, waiting at most `wait`.
     pub async fn get(
@@ -106,7 +115,38 @@ impl Content {
         media: &IpfsMedia,
         wait: Duration,
     ) -> Result<(Content, CacheOutcome), MatrixError> {
-        match resolver.resolve(media) {
+        Self::from_resolved(resolver.resolve(media), wait).await
+    }
+
+    /// For a request of the range `wanted`: the item, or the range fetched on its own when
+    /// the item is not cached and the shared fetch would be long in reaching the range (see
+    /// `Resolver::resolve_range`). Waits at most `wait` for the first bytes.
+    pub async fn get_range(
+        resolver: &Resolver,
+        media: &IpfsMedia,
+        wait: Duration,
+        wanted: ByteRange,
+    ) -> Result<Ranged, MatrixError> {
+        match resolver.resolve_range(media, &wanted) {
+            RangePlan::Shared(resolved) => {
+                let (content, outcome) = Self::from_resolved(resolved, wait).await?;
+                Ok(Ranged::Content(content, outcome))
+            }
+            RangePlan::Apart(known) => {
+                let part = tokio::time::timeout(wait, resolver.fetch_part(media, wanted, known))
+                    .await
+                    .map_err(|_| not_in_time(wait))?
+                    .map_err(|e| e.to_matrix())?;
+                Ok(Ranged::Part(part))
+            }
+        }
+    }
+
+    async fn from_resolved(
+        resolved: Resolved,
+        wait: Duration,
+    ) -> Result<(Content, CacheOutcome), MatrixError> {
+        match resolved {
             Resolved::Cached(item) => Ok((Content::Whole(item), CacheOutcome::Hit)),
             Resolved::Fetching {
                 subscription,
@@ -114,12 +154,7 @@ impl Content {
             } => {
                 let head = tokio::time::timeout(wait, subscription.head())
                     .await
-                    .map_err(|_| {
-                        MatrixError::not_yet_uploaded(format!(
-                            "the content did not arrive from IPFS within {} ms",
-                            wait.as_millis()
-                        ))
-                    })?
+                    .map_err(|_| not_in_time(wait))?
                     .map_err(|e| e.to_matrix())?;
                 let outcome = if joined {
                     CacheOutcome::Joined
@@ -190,4 +225,11 @@ impl Content {
             }
         }
     }
+}
+
+fn not_in_time(wait: Duration) -> MatrixError {
+    MatrixError::not_yet_uploaded(format!(
+        "the content did not arrive from IPFS within {} ms",
+        wait.as_millis()
+    ))
 }

@@ -4,20 +4,23 @@
 //! # GET/HEAD `/_matrix/client/v1/media/download/{server}/ipfs:{cid}[/{fileName}]`
 //!
 //! The ETag is derived from the CID, so `If-None-Match` is answered before anything is fetched;
-//! cached bytes are sliced without copying; uncached bytes stream as the gateway sends them.
+//! cached bytes are sliced without copying; uncached bytes stream as the gateway sends them; a
+//! range far into uncached content is fetched on its own (`resolve::part`) and answered with
+//! the very headers the cached item would get.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::byte_range::ByteRange;
 use crate::error::MatrixError;
-use crate::media::content::{CacheOutcome, Content, Waits};
+use crate::media::content::{CacheOutcome, Content, Ranged as Source, Waits};
 use crate::media::headers::{self as media_headers, IMMUTABLE};
 use crate::media::media_id::IpfsMedia;
 use crate::media::range::{self, Ranged};
 use crate::media::sniff;
-use crate::resolve::Resolver;
+use crate::resolve::{Part, Resolver};
 
 /// What one response describes.
 struct Item<'a> {
@@ -38,18 +41,30 @@ pub async fn download(
     if media_headers::if_none_match_hits(&request.headers, &etag) {
         return Ok(not_modified(etag));
     }
-    let (content, outcome) = Content::get(resolver, media, wait).await?;
-    let item = Item {
-        content_type: sniff::resolve(content.sniffed(), file_name),
+    let head_only = request.method == Method::HEAD;
+    let item = |sniffed| Item {
+        content_type: sniff::resolve(sniffed, file_name),
         file_name,
-        etag,
+        etag: etag.clone(),
     };
-    let mut response = respond(
-        &request.headers,
-        content,
-        &item,
-        request.method == Method::HEAD,
-    );
+    let wanted = range::requested(&request.headers, &etag);
+    let (mut response, outcome) = match wanted {
+        None => {
+            let (content, outcome) = Content::get(resolver, media, wait).await?;
+            let item = item(content.sniffed());
+            (respond(content, None, &item, head_only), outcome)
+        }
+        Some(wanted) => match Content::get_range(resolver, media, wait, wanted).await? {
+            Source::Content(content, outcome) => {
+                let item = item(content.sniffed());
+                (respond(content, Some(wanted), &item, head_only), outcome)
+            }
+            Source::Part(part) => {
+                let item = item(part.sniffed);
+                (respond_part(part, &item, head_only), CacheOutcome::Miss)
+            }
+        },
+    };
     response.extensions_mut().insert(outcome);
     Ok(response)
 }
@@ -93,15 +108,19 @@ fn range_not_satisfiable(total: u64) -> Response<Body> {
     response
 }
 
+/// The answer from the item (cached or arriving), cut to `wanted` when its length is known.
 fn respond(
-    request: &HeaderMap,
     content: Content,
+    wanted: Option<ByteRange>,
     item: &Item<'_>,
     head_only: bool,
 ) -> Response<Body> {
     // Without a known length we cannot say `Content-Range`, so a range is ignored (allowed).
     let total = content.length();
-    let ranged = total.map_or(Ranged::Whole, |t| range::select(request, t, &item.etag));
+    let ranged = match (wanted, total) {
+        (Some(wanted), Some(total)) => range::of(&wanted, total),
+        _ => Ranged::Whole,
+    };
     let (status, skip, take) = match &ranged {
         Ranged::Whole => (StatusCode::OK, 0, None),
         Ranged::Part(part) => (
@@ -129,5 +148,30 @@ fn respond(
             headers.insert(header::CONTENT_RANGE, range::content_range(part, total));
         }
     }
+    response
+}
+
+/// The answer from a range fetched on its own: the same status and headers as [`respond`]
+/// gives for that range of the cached item.
+fn respond_part(part: Part, item: &Item<'_>, head_only: bool) -> Response<Body> {
+    let Some(range) = part.range else {
+        return range_not_satisfiable(part.total);
+    };
+    let len = range.end() - range.start() + 1;
+    let body = if head_only {
+        // Dropping the stream cancels the fetch.
+        body::empty()
+    } else {
+        body::from_stream(part.body)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let headers = response.headers_mut();
+    headers_for(headers, item);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(
+        header::CONTENT_RANGE,
+        range::content_range(&range, part.total),
+    );
     response
 }

@@ -1,11 +1,13 @@
 //! Byte ranges (RFC 9110 §14): one range is served as 206, an unsatisfiable one as 416; several
-//! ranges, a malformed header, or an `If-Range` that is not our ETag get the whole content,
-//! which the RFC allows.
+//! ranges, a malformed or invalid header (`bytes=5-3`), or an `If-Range` that is not our ETag
+//! get the whole content, which the RFC allows.
 
 use std::ops::RangeInclusive;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http_range_header::parse_range_header;
+use http_range_header::{parse_range_header, EndPosition, StartPosition};
+
+use crate::byte_range::ByteRange;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ranged {
@@ -14,22 +16,43 @@ pub enum Ranged {
     Unsatisfiable,
 }
 
-pub fn select(headers: &HeaderMap, total: u64, etag: &HeaderValue) -> Ranged {
-    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ranged::Whole;
-    };
-    if let Some(if_range) = headers.get(header::IF_RANGE) {
-        if if_range != etag {
-            return Ranged::Whole;
-        }
+/// The one range this request asks for, if it is to be answered with a part; decided before
+/// the length is known, so that a range can be fetched on its own.
+pub fn requested(headers: &HeaderMap, etag: &HeaderValue) -> Option<ByteRange> {
+    let range = headers.get(header::RANGE)?.to_str().ok()?;
+    if headers.get(header::IF_RANGE).is_some_and(|v| v != etag) {
+        return None;
     }
-    let Ok(parsed) = parse_range_header(range) else {
-        return Ranged::Whole;
+    let parsed = parse_range_header(range).ok()?;
+    let [only] = parsed.ranges.as_slice() else {
+        return None;
     };
-    match parsed.validate(total) {
-        Ok(ranges) if ranges.len() == 1 => Ranged::Part(ranges[0].clone()),
-        Ok(_) => Ranged::Whole,
-        Err(_) => Ranged::Unsatisfiable,
+    match (only.start, only.end) {
+        (StartPosition::Index(start), EndPosition::LastByte) => {
+            Some(ByteRange::From { start, end: None })
+        }
+        (StartPosition::Index(start), EndPosition::Index(end)) => {
+            (end >= start).then_some(ByteRange::From {
+                start,
+                end: Some(end),
+            })
+        }
+        (StartPosition::FromLast(len), _) => Some(ByteRange::Suffix(len)),
+    }
+}
+
+pub fn select(headers: &HeaderMap, total: u64, etag: &HeaderValue) -> Ranged {
+    match requested(headers, etag) {
+        None => Ranged::Whole,
+        Some(range) => of(&range, total),
+    }
+}
+
+/// What `range` selects in content of `total` bytes.
+pub fn of(range: &ByteRange, total: u64) -> Ranged {
+    match range.resolve(total) {
+        Some(part) => Ranged::Part(part),
+        None => Ranged::Unsatisfiable,
     }
 }
 
@@ -77,6 +100,17 @@ mod tests {
             Ranged::Whole
         );
         assert_eq!(select(&with_range("lines=1-2"), 10, &etag), Ranged::Whole);
+        // Invalid (last before first): ignored, as RFC 9110 §14.1.1 says.
+        assert_eq!(select(&with_range("bytes=5-3"), 10, &etag), Ranged::Whole);
+        // A suffix longer than the content is all of it (§14.1.2), not a 416.
+        assert_eq!(
+            select(&with_range("bytes=-30"), 10, &etag),
+            Ranged::Part(0..=9)
+        );
+        assert_eq!(
+            select(&with_range("bytes=0-"), 0, &etag),
+            Ranged::Unsatisfiable
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use crate::ipfs::gateway::{FetchError, GatewayResponse};
@@ -40,6 +40,9 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Content up to this size is kept whole for the cache (`cache.max_item_bytes`).
     pub max_cached_bytes: u64,
+    /// How far past the shared fetch a range may start and still wait for it
+    /// (`media.range_fetch_threshold`, see `Resolver::resolve_range`).
+    pub range_fetch_threshold: u64,
 }
 
 /// A completed fetch, handed to whoever caches it.
@@ -61,6 +64,8 @@ struct State {
     first: usize,
     /// Bytes held in `chunks`.
     held: usize,
+    /// Bytes received from the gateway so far.
+    received: u64,
     end: Option<Result<(), FetchError>>,
     /// Every chunk is kept (the item may still be cached).
     retain: bool,
@@ -106,6 +111,7 @@ impl Shared {
                 chunks: VecDeque::new(),
                 first: 0,
                 held: 0,
+                received: 0,
                 end: None,
                 retain: true,
                 cursors: HashMap::new(),
@@ -125,6 +131,28 @@ impl Shared {
     pub(crate) fn joinable(&self) -> bool {
         let s = self.lock();
         s.first == 0 && !matches!(s.head, HeadState::Failed(_)) && !matches!(s.end, Some(Err(_)))
+    }
+
+    /// How far the fetch has got: the bytes received, and the head once known.
+    pub(crate) fn progress(&self) -> (u64, Option<Head>) {
+        let s = self.lock();
+        let head = match &s.head {
+            HeadState::Ready(head) => Some(head.clone()),
+            _ => None,
+        };
+        (s.received, head)
+    }
+
+    /// The head of a fetch that delivered every byte (its length is then proven).
+    pub(crate) fn completed_head(&self) -> Option<Head> {
+        let s = self.lock();
+        match (&s.head, &s.end) {
+            (HeadState::Ready(head), Some(Ok(()))) => Some(Head {
+                content_length: Some(s.received),
+                sniffed: head.sniffed,
+            }),
+            _ => None,
+        }
     }
 
     pub(crate) fn add_reader(&self) -> u64 {
@@ -214,6 +242,7 @@ impl Shared {
             self.wait_for_room().await;
             let mut s = self.lock();
             s.held += chunk.len();
+            s.received = received;
             s.chunks.push_back(chunk);
             if s.retain && received > limits.max_cached_bytes {
                 s.retain = false;
@@ -307,60 +336,4 @@ fn concat(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
         all.extend_from_slice(chunk);
     }
     all.freeze()
-}
-
-/// The bytes `[skip, skip + take)` of a reader's stream; ends as soon as the range is out.
-pub(crate) fn byte_range<S>(
-    chunks: S,
-    skip: u64,
-    take: Option<u64>,
-) -> impl Stream<Item = Result<Bytes, FetchError>>
-where
-    S: Stream<Item = Result<Bytes, FetchError>>,
-{
-    let end = take.map(|t| skip + t);
-    chunks
-        .scan(0u64, move |position, chunk| {
-            if end.is_some_and(|e| *position >= e) {
-                return std::future::ready(None);
-            }
-            let item = match chunk {
-                Err(e) => Some(Err(e)),
-                Ok(chunk) => {
-                    let start = *position;
-                    let len = chunk.len() as u64;
-                    *position = start + len;
-                    let from = skip.saturating_sub(start).min(len) as usize;
-                    let to = end.map_or(len, |e| e.saturating_sub(start).min(len)) as usize;
-                    (from < to).then(|| Ok(chunk.slice(from..to)))
-                }
-            };
-            std::future::ready(Some(item))
-        })
-        .filter_map(std::future::ready)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::stream;
-
-    async fn collect_range(chunks: &[&'static [u8]], skip: u64, take: Option<u64>) -> Vec<u8> {
-        let s = stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))));
-        let parts: Vec<_> = byte_range(s, skip, take).collect().await;
-        parts
-            .into_iter()
-            .flat_map(|p| p.unwrap().to_vec())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn ranges_across_chunks() {
-        let chunks: &[&[u8]] = &[b"0123", b"4567", b"89"];
-        assert_eq!(collect_range(chunks, 0, None).await, b"0123456789");
-        assert_eq!(collect_range(chunks, 3, Some(3)).await, b"345");
-        assert_eq!(collect_range(chunks, 8, None).await, b"89");
-        assert_eq!(collect_range(chunks, 4, Some(4)).await, b"4567");
-        assert_eq!(collect_range(chunks, 9, Some(1)).await, b"9");
-    }
 }

@@ -1,10 +1,12 @@
-//! From a CID to bytes: the cache first, then a fetch shared by every request for that CID.
+//! From a CID to bytes: the cache first, then a fetch shared by every request for that CID;
+//! or, for a range far into uncached content, that range alone (`part`).
 //!
 //! The cache lookup and the flight table are consulted under one lock, and a finished fetch
 //! fills the cache and leaves the table under that same lock, so a request arriving at the
 //! moment a fetch completes finds one or the other, never neither (which would fetch twice).
 
 mod flight;
+mod part;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -14,13 +16,17 @@ use cid::Cid;
 use futures_util::Stream;
 use tokio::task::AbortHandle;
 
+use crate::byte_range::ByteRange;
 use crate::cache::{CacheKey, CachedMedia, MediaCache};
 use crate::ipfs::gateway::FetchError;
+use crate::ipfs::part::slice_stream;
 use crate::ipfs::pool::Gateways;
 use crate::media::media_id::IpfsMedia;
 
-use flight::{byte_range, Shared};
+use flight::Shared;
 pub use flight::{Head, Limits, WINDOW};
+use part::KnownHeads;
+pub use part::{Known, Part};
 
 pub enum Resolved {
     Cached(Arc<CachedMedia>),
@@ -29,6 +35,14 @@ pub enum Resolved {
         subscription: Subscription,
         joined: bool,
     },
+}
+
+/// How one request for a range is best served.
+pub enum RangePlan {
+    /// From the cache or the shared fetch, like any request.
+    Shared(Resolved),
+    /// Fetched on its own ([`Resolver::fetch_part`]), with what is known of the content.
+    Apart(Known),
 }
 
 pub struct Resolver {
@@ -40,6 +54,9 @@ struct Inner {
     gateways: Arc<Gateways>,
     limits: Limits,
     flights: Mutex<HashMap<Cid, Entry>>,
+    /// Length and sniffed type of content seen but not cached, so that a seek need not ask
+    /// for the first bytes again (see `part`).
+    heads: KnownHeads,
 }
 
 struct Entry {
@@ -61,6 +78,7 @@ impl Resolver {
                 gateways,
                 limits,
                 flights: Mutex::new(HashMap::new()),
+                heads: KnownHeads::new(),
             }),
         }
     }
@@ -86,13 +104,74 @@ impl Resolver {
         // Strong references taken under the lock are dropped only after it is released:
         // dropping the last one runs `Flight::drop`, which takes the lock.
         let existing = flights.get(&key).and_then(|e| e.flight.upgrade());
-        if let Some(flight) = existing.as_ref().filter(|f| f.shared.joinable()) {
+        let resolved = self.join_or_start(&mut flights, existing.as_ref(), media);
+        drop(flights);
+        drop(existing);
+        resolved
+    }
+
+    /// Whether the range `wanted` of uncached content should wait for the shared fetch or be
+    /// fetched on its own.
+    ///
+    /// The shared fetch reads the content from byte 0, so a client seeking far into a large
+    /// item would wait for everything before its range. A range is fetched on its own when it
+    /// starts more than `range_fetch_threshold` beyond what the shared fetch has delivered
+    /// (beyond byte 0 when none runs, or when the running one can no longer be joined); a
+    /// nearer range costs little extra waiting, saves a second gateway request, and the
+    /// shared fetch can fill the cache. A suffix range starts where the length says; with no
+    /// length known yet it is taken as far.
+    pub fn resolve_range(&self, media: &IpfsMedia, wanted: &ByteRange) -> RangePlan {
+        let key = media.canonical;
+        if let Some(hit) = self.inner.cache.get(&CacheKey::Media(key)) {
+            return RangePlan::Shared(Resolved::Cached(hit));
+        }
+        let remembered = self.inner.heads.get(&key);
+        let mut flights = self.inner.flights();
+        if let Some(hit) = self.inner.cache.get(&CacheKey::Media(key)) {
+            return RangePlan::Shared(Resolved::Cached(hit));
+        }
+        let existing = flights.get(&key).and_then(|e| e.flight.upgrade());
+        let (delivered, head) = existing
+            .as_ref()
+            .filter(|f| f.shared.joinable())
+            .map_or((0, None), |f| f.shared.progress());
+        let known = Known {
+            total: remembered
+                .map(|k| k.total)
+                .or_else(|| head.as_ref().and_then(|h| h.content_length)),
+            sniffed: remembered.map(|k| k.sniffed).or(head.map(|h| h.sniffed)),
+        };
+        let start = wanted.start().or_else(|| {
+            let total = known.total?;
+            Some(wanted.resolve(total).map_or(total, |r| *r.start()))
+        });
+        let near = start.is_some_and(|s| {
+            s <= delivered.saturating_add(self.inner.limits.range_fetch_threshold)
+        });
+        let plan = if near {
+            RangePlan::Shared(self.join_or_start(&mut flights, existing.as_ref(), media))
+        } else {
+            RangePlan::Apart(known)
+        };
+        drop(flights);
+        drop(existing);
+        plan
+    }
+
+    /// Joins the running fetch when it still holds byte 0, else starts one (under the lock).
+    fn join_or_start(
+        &self,
+        flights: &mut HashMap<Cid, Entry>,
+        existing: Option<&Arc<Flight>>,
+        media: &IpfsMedia,
+    ) -> Resolved {
+        let key = media.canonical;
+        if let Some(flight) = existing.filter(|f| f.shared.joinable()) {
             let id = flight.shared.add_reader();
             let subscription = Subscription {
                 flight: Arc::clone(flight),
                 id,
             };
-            drop(flights);
             return Resolved::Fetching {
                 subscription,
                 joined: true,
@@ -106,8 +185,6 @@ impl Resolver {
                 flight: Arc::downgrade(&flight),
             },
         );
-        drop(flights);
-        drop(existing);
         Resolved::Fetching {
             subscription: Subscription { flight, id },
             joined: false,
@@ -125,6 +202,10 @@ impl Resolver {
             let complete = task_shared
                 .produce(inner.gateways.fetch(&cid), inner.limits)
                 .await;
+            // A completed fetch proves its length: a later seek needs no first bytes.
+            if let Some(head) = task_shared.completed_head() {
+                inner.heads.remember(key, &head);
+            }
             let mut flights = inner.flights();
             if let Some(complete) = complete {
                 let item = CachedMedia {
@@ -204,7 +285,7 @@ impl Subscription {
                 .await?;
             Some((next, subscription))
         });
-        byte_range(chunks, skip, take)
+        slice_stream(chunks, skip, take)
     }
 }
 

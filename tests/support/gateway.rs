@@ -35,6 +35,19 @@ pub enum Behaviour {
     Status(StatusCode),
 }
 
+/// How the stub answers a `Range` request.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum RangeMode {
+    /// 206 with the range (at once, whatever the item's `Behaviour` but `Delay` and
+    /// `Status`), 416 with `bytes */len` outside the content; as a path gateway does.
+    #[default]
+    Honour,
+    /// 200 with the whole content, as if there were no `Range`.
+    Ignore,
+    /// 206 for the range shifted this many bytes later, with a matching `Content-Range`.
+    Shift(u64),
+}
+
 struct Item {
     bytes: Bytes,
     behaviour: Behaviour,
@@ -44,6 +57,9 @@ struct Item {
 pub struct GatewayStub {
     items: Arc<Mutex<HashMap<String, Item>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    /// Every request's `Range` header (`None`: no range), by CID, in order.
+    ranges: Arc<Mutex<HashMap<String, Vec<Option<String>>>>>,
+    range_mode: Arc<Mutex<RangeMode>>,
 }
 
 /// The CIDv1 (raw, sha2-256) a real node gives these bytes with `--raw-leaves`.
@@ -82,6 +98,20 @@ impl GatewayStub {
         self.items.lock().unwrap().insert(cid.to_owned(), item);
     }
 
+    pub fn set_range_mode(&self, mode: RangeMode) {
+        *self.range_mode.lock().unwrap() = mode;
+    }
+
+    /// The `Range` header of each request for this CID (`None`: a request without one).
+    pub fn ranges(&self, cid: &str) -> Vec<Option<String>> {
+        self.ranges
+            .lock()
+            .unwrap()
+            .get(cid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Requests the stub received for this CID.
     pub fn hits(&self, cid: &str) -> usize {
         self.hits.lock().unwrap().get(cid).copied().unwrap_or(0)
@@ -91,17 +121,29 @@ impl GatewayStub {
         let stub = self.clone();
         let (addr, _task) = super::serve(move |req| {
             let stub = stub.clone();
-            async move { stub.answer(req.uri().path()).await }
+            async move {
+                let range = req
+                    .headers()
+                    .get(http::header::RANGE)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                stub.answer(req.uri().path(), range).await
+            }
         })
         .await;
         addr
     }
 
-    async fn answer(&self, path: &str) -> Response<StubBody> {
+    async fn answer(&self, path: &str, range: Option<String>) -> Response<StubBody> {
         let Some(cid) = path.strip_prefix("/ipfs/") else {
             return status(StatusCode::BAD_REQUEST);
         };
         *self.hits.lock().unwrap().entry(cid.to_owned()).or_default() += 1;
+        self.ranges
+            .lock()
+            .unwrap()
+            .entry(cid.to_owned())
+            .or_default()
+            .push(range.clone());
         // The health probe: the empty identity CID.
         if cid == "bafkqaaa" {
             return with_length(full(Bytes::new()), 0);
@@ -116,6 +158,20 @@ impl GatewayStub {
             return status(StatusCode::NOT_FOUND);
         };
         let len = bytes.len();
+        let mode = *self.range_mode.lock().unwrap();
+        match (&range, &behaviour, mode) {
+            (_, Behaviour::Status(_), _) | (None, _, _) | (_, _, RangeMode::Ignore) => {}
+            (Some(range), behaviour, mode) => {
+                if let Behaviour::Delay(d) = behaviour {
+                    tokio::time::sleep(*d).await;
+                }
+                let shift = match mode {
+                    RangeMode::Shift(n) => n,
+                    _ => 0,
+                };
+                return ranged(&bytes, range, shift);
+            }
+        }
         match behaviour {
             Behaviour::Serve => with_length(full(bytes), len as u64),
             Behaviour::NoLength => Response::new(chunks(bytes, None)),
@@ -137,6 +193,41 @@ impl GatewayStub {
             Behaviour::Status(code) => status(code),
         }
     }
+}
+
+/// A path gateway's answer to `Range: range` (RFC 9110, parsed here on its own).
+fn ranged(bytes: &Bytes, range: &str, shift: u64) -> Response<StubBody> {
+    let len = bytes.len() as u64;
+    let spec = range.strip_prefix("bytes=").expect("a bytes range");
+    let (first, last) = spec.split_once('-').expect("one range");
+    let (start, end) = if first.is_empty() {
+        let n: u64 = last.parse().unwrap();
+        (len.saturating_sub(n), len)
+    } else {
+        let start: u64 = first.parse().unwrap();
+        let end = if last.is_empty() {
+            len
+        } else {
+            (last.parse::<u64>().unwrap() + 1).min(len)
+        };
+        (start, end)
+    };
+    if start >= end {
+        let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
+        r.headers_mut().insert(
+            http::header::CONTENT_RANGE,
+            format!("bytes */{len}").parse().unwrap(),
+        );
+        return r;
+    }
+    let (start, end) = ((start + shift).min(len - 1), (end + shift).min(len));
+    let mut r = with_length(full(bytes.slice(start as usize..end as usize)), end - start);
+    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+    r.headers_mut().insert(
+        http::header::CONTENT_RANGE,
+        format!("bytes {start}-{}/{len}", end - 1).parse().unwrap(),
+    );
+    r
 }
 
 enum Hold {

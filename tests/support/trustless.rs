@@ -66,12 +66,27 @@ pub enum Lie {
     NoCar,
 }
 
+/// What the stub does with `entity-bytes`.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum EntityBytes {
+    /// Only the blocks the range needs, in depth-first order (the spec's minimal set).
+    #[default]
+    Honour,
+    /// The whole file's CAR, as a gateway that does not know the parameter.
+    Ignore,
+    /// 400 for any CAR request with `entity-bytes`.
+    Refuse,
+}
+
 #[derive(Clone)]
 pub struct TrustlessStub {
     blocks: Arc<HashMap<Cid, Bytes>>,
     dags: Arc<Vec<Dag>>,
     lie: Arc<Mutex<Lie>>,
     delay: Arc<Mutex<Duration>>,
+    entity_bytes: Arc<Mutex<EntityBytes>>,
+    /// Every query string received, in order (the probe's too).
+    queries: Arc<Mutex<Vec<String>>>,
     pub car_requests: Arc<AtomicUsize>,
     pub raw_requests: Arc<AtomicUsize>,
 }
@@ -89,6 +104,8 @@ impl TrustlessStub {
             dags: Arc::new(dags.to_vec()),
             lie: Arc::new(Mutex::new(lie)),
             delay: Arc::new(Mutex::new(Duration::ZERO)),
+            entity_bytes: Arc::default(),
+            queries: Arc::default(),
             car_requests: Arc::default(),
             raw_requests: Arc::default(),
         }
@@ -97,6 +114,25 @@ impl TrustlessStub {
     /// Waits this long before answering anything.
     pub fn set_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
+    }
+
+    pub fn set_entity_bytes(&self, mode: EntityBytes) {
+        *self.entity_bytes.lock().unwrap() = mode;
+    }
+
+    /// The `entity-bytes` value of each CAR request, in order (`None`: the whole file).
+    pub fn car_ranges(&self) -> Vec<Option<String>> {
+        self.queries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| q.contains("format=car"))
+            .map(|q| {
+                q.split('&')
+                    .find_map(|p| p.strip_prefix("entity-bytes="))
+                    .map(str::to_owned)
+            })
+            .collect()
     }
 
     pub fn cars(&self) -> usize {
@@ -124,6 +160,7 @@ impl TrustlessStub {
     }
 
     fn answer(&self, path: &str, query: &str) -> Response<StubBody> {
+        self.queries.lock().unwrap().push(query.to_owned());
         let Some(cid) = path
             .strip_prefix("/ipfs/")
             .and_then(|c| c.parse::<Cid>().ok())
@@ -161,10 +198,140 @@ impl TrustlessStub {
             let Some(dag) = self.dags.iter().find(|d| d.root == cid) else {
                 return status(StatusCode::NOT_FOUND);
             };
-            return car_response(dag, &lie);
+            let range = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("entity-bytes="));
+            let mode = *self.entity_bytes.lock().unwrap();
+            return match (range, mode) {
+                (Some(_), EntityBytes::Refuse) => status(StatusCode::BAD_REQUEST),
+                (Some(range), EntityBytes::Honour) => self.range_car(dag, range, &lie),
+                _ => car_response(dag, &lie),
+            };
         }
         status(StatusCode::NOT_IMPLEMENTED)
     }
+}
+
+impl TrustlessStub {
+    /// A CAR of the blocks `entity-bytes=range` needs, found by walking the DAG here with
+    /// this stub's own dag-pb reading (not the proxy's): a node is sent when its subtree's
+    /// bytes meet the range. `FlipByte` and `Drop` apply to whichever fixture block they
+    /// name, if it is sent.
+    fn range_car(&self, dag: &Dag, range: &str, lie: &Lie) -> Response<StubBody> {
+        let total = self.span(&dag.root);
+        let (from, to) = range.split_once(':').unwrap();
+        let start = match from.strip_prefix('-') {
+            Some(n) => total.saturating_sub(n.parse().unwrap()),
+            None => from.parse().unwrap(),
+        };
+        let end = match to {
+            "*" => total,
+            to => (to.parse::<u64>().unwrap() + 1).min(total),
+        };
+        let mut out = Vec::new();
+        self.emit(&dag.root, 0, (start, end), &mut out);
+        let named = |n: usize| dag.blocks.get(n).map(|b| b.0);
+        match *lie {
+            Lie::FlipByte(n) => {
+                for (cid, block) in out.iter_mut() {
+                    if Some(*cid) == named(n) {
+                        block[0] ^= 1;
+                    }
+                }
+            }
+            Lie::Drop(n) => out.retain(|(cid, _)| Some(*cid) != named(n)),
+            _ => {}
+        }
+        let car = encode_car(&[dag.root], out.iter().map(|(c, b)| (c, b.as_slice())));
+        Response::new(full(Bytes::from(car)))
+    }
+
+    /// Sends `cid` (whose bytes start at `offset`), then the children that meet the range.
+    fn emit(&self, cid: &Cid, offset: u64, range: (u64, u64), out: &mut Vec<(Cid, Vec<u8>)>) {
+        let block = &self.blocks[cid];
+        out.push((*cid, block.to_vec()));
+        if cid.codec() != 0x70 {
+            return;
+        }
+        let (data, links) = pb_node(block);
+        let mut at = offset + data;
+        for child in links {
+            let len = self.span(&child);
+            if at < range.1 && at + len > range.0 {
+                self.emit(&child, at, range, out);
+            }
+            at += len;
+        }
+    }
+
+    /// How many file bytes the subtree under `cid` holds, counted from its leaves.
+    fn span(&self, cid: &Cid) -> u64 {
+        let block = &self.blocks[cid];
+        if cid.codec() != 0x70 {
+            return block.len() as u64;
+        }
+        let (data, links) = pb_node(block);
+        data + links.iter().map(|c| self.span(c)).sum::<u64>()
+    }
+}
+
+/// A dag-pb node's own file bytes (UnixFS `Data`) and its links, read with a minimal
+/// protobuf reader: PBNode { 1: Data, 2: Links { 1: Hash } }, UnixFS Data { 2: Data }.
+fn pb_node(block: &[u8]) -> (u64, Vec<Cid>) {
+    let mut own = 0;
+    let mut links = Vec::new();
+    for (field, value) in pb_fields(block) {
+        match field {
+            1 => {
+                for (f, v) in pb_fields(value) {
+                    if f == 2 {
+                        own = v.len() as u64;
+                    }
+                }
+            }
+            2 => {
+                for (f, v) in pb_fields(value) {
+                    if f == 1 {
+                        links.push(Cid::try_from(v).unwrap());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (own, links)
+}
+
+/// The length-delimited fields of a protobuf message (varint fields are skipped).
+fn pb_fields(mut bytes: &[u8]) -> Vec<(u64, &[u8])> {
+    fn varint(bytes: &mut &[u8]) -> u64 {
+        let mut value = 0;
+        for shift in (0..64).step_by(7) {
+            let b = bytes[0];
+            *bytes = &bytes[1..];
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    }
+    let mut fields = Vec::new();
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes);
+        match key & 7 {
+            0 => {
+                varint(&mut bytes);
+            }
+            2 => {
+                let len = varint(&mut bytes) as usize;
+                fields.push((key >> 3, &bytes[..len]));
+                bytes = &bytes[len..];
+            }
+            wire => panic!("unexpected protobuf wire type {wire}"),
+        }
+    }
+    fields
 }
 
 fn car_response(dag: &Dag, lie: &Lie) -> Response<StubBody> {
