@@ -107,8 +107,33 @@ fn main() {
         "serve" => rt.block_on(serve_main(args)),
         "burst" => rt.block_on(burst_main(args)),
         "idle" => rt.block_on(idle_main(args)),
+        "hash" => hash_main(args),
         other => die(&format!("unknown command {other}")),
     }
+}
+
+/// `benchkit hash --mib N`: the CPU time SHA-256 alone takes over N MiB in 256 KiB blocks
+/// (the scenario-7 file's leaf size), with the same `sha2` crate the proxy verifies with. It
+/// is the floor under verified retrieval's extra cost. Prints `HASH_CPU_S <seconds>`; the
+/// time is this thread's own (`/proc/thread-self/schedstat`), not wall time, so a busy machine
+/// does not inflate it.
+fn hash_main(args: Args) {
+    use sha2::Digest;
+    let mib = args.num("mib", 100) as usize;
+    let block: Vec<u8> = (0..256 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let cpu_ns = || -> u64 {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        text.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let started = cpu_ns();
+    let mut last = [0u8; 32];
+    for _ in 0..mib * 4 {
+        let digest = sha2::Sha256::digest(&block);
+        last[0] ^= digest[0];
+    }
+    let spent = cpu_ns() - started;
+    std::hint::black_box(last);
+    println!("HASH_CPU_S {:.6}", spent as f64 / 1e9);
 }
 
 // ---------------------------------------------------------------------------------------------
