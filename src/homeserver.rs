@@ -1,18 +1,18 @@
 //! The homeserver behind us: pass-through of every request that is not ours, and the token
 //! check that authenticated media needs.
 //!
-//! One pooled keep-alive HTTP/1.1 client. Bodies are never buffered: the client's body
+//! Keep-alive HTTP/1.1 connections (`pool`). Bodies are never buffered: the client's body
 //! streams up and the homeserver's streams down.
 
+mod pool;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::config::HomeserverConfig;
@@ -21,36 +21,37 @@ use crate::forwarding;
 
 #[derive(Clone)]
 pub struct Homeserver {
-    client: Client<HttpConnector, Body>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Arc<pool::Pool>,
+    /// `Host` for a request that came without one, as an HTTP client would send it.
+    host: HeaderValue,
 }
 
 impl Homeserver {
     pub fn new(config: &HomeserverConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector);
-        let authority = Authority::try_from(config.url.authority())
+        let url = &config.url;
+        let host = url
+            .host_str()
             .expect("validated config: homeserver.url has a host");
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host_header = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
         Self {
-            client,
-            scheme: Scheme::HTTP,
-            authority,
+            pool: pool::Pool::new(format!("{host}:{port}"), config.connect_timeout),
+            host: HeaderValue::from_str(&host_header).expect("a URL's host is a valid header"),
         }
     }
 
-    fn uri(&self, path_and_query: PathAndQuery) -> Uri {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .expect("scheme, authority and path are each valid")
+    /// Sends a request whose URI is in origin form (`/path?query`), as HTTP/1.1 wants it.
+    async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, pool::SendError> {
+        if !request.headers().contains_key(header::HOST) {
+            request
+                .headers_mut()
+                .insert(header::HOST, self.host.clone());
+        }
+        let response = self.pool.send(request).await?;
+        Ok(response.map(|body| body.map_err(response_broke_off).boxed()))
     }
 
     /// Sends a client's request on, byte for byte: same method, raw path and query (no
@@ -78,24 +79,17 @@ impl Homeserver {
         if let Some(host) = host {
             parts.headers.insert(header::HOST, host);
         }
-        parts.uri = self.uri(path_and_query);
+        parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
         let mut response = self
-            .client
-            .request(Request::from_parts(parts, body))
+            .send(Request::from_parts(parts, body))
             .await
             .map_err(|error| {
                 tracing::warn!(error = %error_chain(&error), "homeserver request failed");
                 MatrixError::bad_gateway("the homeserver could not be reached")
             })?;
         forwarding::strip_hop_by_hop(response.headers_mut());
-        Ok(response.map(|body| {
-            body.map_err(|error| {
-                tracing::warn!(error = %error_chain(&error), "homeserver response broke off");
-                Box::new(error) as crate::body::BoxError
-            })
-            .boxed()
-        }))
+        Ok(response)
     }
 
     /// Asks `GET /_matrix/client/v3/account/whoami` on the caller's behalf, with its
@@ -119,7 +113,7 @@ impl Homeserver {
             )
         })?;
         let mut request = Request::new(crate::body::empty());
-        *request.uri_mut() = self.uri(path);
+        *request.uri_mut() = Uri::from(path);
         let headers = request.headers_mut();
         if let Some(value) = authorization {
             headers.insert(header::AUTHORIZATION, value.clone());
@@ -135,15 +129,16 @@ impl Homeserver {
             }
         }
         forwarding::add_forwarded(headers, peer, forwarded.get(header::HOST));
-        let response = self.client.request(request).await.map_err(|error| {
+        self.send(request).await.map_err(|error| {
             tracing::warn!(error = %error_chain(&error), "token check: homeserver unreachable");
             MatrixError::bad_gateway("the homeserver could not be asked to check the access token")
-        })?;
-        Ok(response.map(|body| {
-            body.map_err(|e| Box::new(e) as crate::body::BoxError)
-                .boxed()
-        }))
+        })
     }
+}
+
+fn response_broke_off(error: hyper::Error) -> crate::body::BoxError {
+    tracing::warn!(error = %error_chain(&error), "homeserver response broke off");
+    Box::new(error)
 }
 
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
