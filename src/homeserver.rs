@@ -5,6 +5,7 @@
 //! streams up and the homeserver's streams down.
 
 mod pool;
+mod wake_gate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

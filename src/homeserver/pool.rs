@@ -33,6 +33,8 @@ use tokio::net::TcpStream;
 
 use crate::body::Body;
 
+use super::wake_gate::Gated;
+
 /// Idle connections kept at most; more are closed (oldest first).
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused (hyper-util's default was
@@ -65,6 +67,7 @@ pub struct Pool {
 struct Conn {
     sender: http1::SendRequest<Body>,
     connection: http1::Connection<TokioIo<TcpStream>, Body>,
+    gated: Arc<Gated>,
 }
 
 struct Idle {
@@ -88,7 +91,7 @@ impl Pool {
     ) -> Result<Response<PooledBody>, SendError> {
         let mut request = request;
         loop {
-            let (conn, reused) = match self.take_idle().await {
+            let (conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
@@ -143,7 +146,11 @@ impl Pool {
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
-        Ok(Box::new(Conn { sender, connection }))
+        Ok(Box::new(Conn {
+            sender,
+            connection,
+            gated: Arc::new(Gated::new()),
+        }))
     }
 
     fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
@@ -151,7 +158,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open and ready.
-    async fn take_idle(&self) -> Option<Box<Conn>> {
+    fn take_idle(&self) -> Option<Box<Conn>> {
         loop {
             let mut idle = {
                 let mut stack = self.idle();
@@ -165,7 +172,7 @@ impl Pool {
                 }
                 newest
             };
-            if poll_fn(|cx| Poll::Ready(idle.conn.usable(cx))).await {
+            if idle.conn.usable() {
                 return Some(idle.conn);
             }
         }
@@ -175,6 +182,7 @@ impl Pool {
         if conn.sender.is_closed() {
             return;
         }
+        conn.gated.mute();
         let evicted = {
             let mut stack = self.idle();
             let evicted = if stack.len() >= MAX_IDLE {
@@ -202,11 +210,16 @@ impl Pool {
 impl Conn {
     /// Polls the idle connection once (reading an end or error the homeserver sent meanwhile)
     /// and says whether it can take a request now.
-    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
-        match Pin::new(&mut self.connection).poll(cx) {
+    fn usable(&mut self) -> bool {
+        let Conn {
+            sender,
+            connection,
+            gated,
+        } = self;
+        gated.poll_muted(|cx| match Pin::new(connection).poll(cx) {
             Poll::Ready(_) => false,
-            Poll::Pending => self.sender.is_ready(),
-        }
+            Poll::Pending => sender.is_ready(),
+        })
     }
 
     /// Sends the request and drives the connection until the response head is in. Returns the
@@ -218,24 +231,27 @@ impl Conn {
         (Response<Incoming>, Option<Box<Conn>>),
         hyper::client::conn::TrySendError<Request<Body>>,
     > {
+        let gated = Arc::clone(&self.gated);
         let mut conn = Some(self);
         let mut response = {
             let conn = conn.as_mut().expect("just set");
             std::pin::pin!(conn.sender.try_send_request(request))
         };
         let response = poll_fn(|cx| {
-            // The connection first: it writes the request and reads the answer that
-            // `response` then finds ready.
-            if let Some(c) = conn.as_mut() {
-                if let Poll::Ready(result) = Pin::new(&mut c.connection).poll(cx) {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "homeserver connection ended");
+            gated.poll(cx, |cx| {
+                // The connection first: it writes the request and reads the answer that
+                // `response` then finds ready.
+                if let Some(c) = conn.as_mut() {
+                    if let Poll::Ready(result) = Pin::new(&mut c.connection).poll(cx) {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "homeserver connection ended");
+                        }
+                        // Dropping it fails a request it never took, handing it back.
+                        conn = None;
                     }
-                    // Dropping it fails a request it never took, handing it back.
-                    conn = None;
                 }
-            }
-            response.as_mut().poll(cx)
+                response.as_mut().poll(cx)
+            })
         })
         .await?;
         Ok((response, conn))
@@ -260,17 +276,30 @@ impl HttpBody for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(conn) = this.conn.as_mut() {
-            // The connection first: it reads what the body then yields. Its end or error
-            // reaches the body through hyper.
-            if let Poll::Ready(result) = Pin::new(&mut conn.connection).poll(cx) {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "homeserver connection ended");
+        let polled = match this.conn.as_deref_mut() {
+            None => Pin::new(&mut this.body).poll_frame(cx),
+            Some(conn) => {
+                let body = &mut this.body;
+                let mut ended = false;
+                let polled = conn.gated.poll(cx, |cx| {
+                    // The connection first: it reads what the body then yields. Its end or
+                    // error reaches the body through hyper.
+                    if !ended {
+                        if let Poll::Ready(result) = Pin::new(&mut conn.connection).poll(cx) {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "homeserver connection ended");
+                            }
+                            ended = true;
+                        }
+                    }
+                    Pin::new(&mut *body).poll_frame(cx)
+                });
+                if ended {
+                    this.conn = None;
                 }
-                this.conn = None;
+                polled
             }
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        };
         if let Poll::Ready(None) = polled {
             this.ended = true;
             if let Some(conn) = this.conn.take() {
@@ -294,6 +323,8 @@ impl Drop for PooledBody {
         // hyper stops polling a body once it has sent the announced length, so a body that has
         // all its bytes counts as ended. Anything less: the connection closes with us.
         if let Some(conn) = self.conn.take() {
+            // Dropping the body tells the connection, which would wake the task dropping it.
+            conn.gated.mute();
             if self.ended || self.body.is_end_stream() {
                 self.pool.put(conn);
             }
