@@ -3,7 +3,6 @@
 //! `handle` never fails: every error becomes a Matrix JSON response here, in one place, and
 //! every request is logged once (see `access_log`).
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,6 +21,7 @@ use crate::capabilities::Advertisement;
 use crate::config::{Config, ThumbnailMethod};
 use crate::denylist::Denylists;
 use crate::error::MatrixError;
+use crate::forwarding::Peer;
 use crate::homeserver::Homeserver;
 use crate::ipfs::pool::Gateways;
 use crate::media::content::Content;
@@ -167,8 +167,8 @@ impl App {
         let probe = http::Request::get("/_matrix/client/versions")
             .body(body::empty())
             .expect("a static request");
-        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        if let Err(error) = self.homeserver.forward(probe, loopback).await {
+        let loopback = Peer::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        if let Err(error) = self.homeserver.forward(probe, &loopback).await {
             return Err(format!("homeserver: {}", error.message));
         }
         let gateways = self.resolver.gateways().current();
@@ -179,11 +179,7 @@ impl App {
         Ok(())
     }
 
-    pub async fn handle(
-        self: Arc<Self>,
-        request: Request<Body>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
         // Decremented when the request's log line is written (`access_log`).
         METRICS.in_flight.inc();
@@ -199,11 +195,11 @@ impl App {
                         (false, _) if ipfs.action == Action::Thumbnail => RouteKind::Thumbnail,
                         (false, _) => RouteKind::Download,
                     };
-                    (route, self.serve_ipfs(&parts, ipfs, peer).await)
+                    (route, self.serve_ipfs(&parts, ipfs, &peer).await)
                 }
                 None => (
                     RouteKind::Passthrough,
-                    self.pass_through(request, peer).await,
+                    self.pass_through(request, &peer).await,
                 ),
             };
         let response = result.unwrap_or_else(|error| {
@@ -248,7 +244,7 @@ impl App {
     async fn pass_through(
         &self,
         request: Request<Body>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<Body>, MatrixError> {
         let advertise = self
             .advertisement
@@ -268,7 +264,7 @@ impl App {
         &self,
         request: &Parts,
         ipfs: IpfsRequest,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<Body>, MatrixError> {
         if request.method == Method::OPTIONS {
             return Ok(preflight());

@@ -7,7 +7,6 @@
 //! bounded cache, keyed by a SHA-256 of the token so no token sits in memory longer than its
 //! request; refusals are never remembered.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::body::Body;
 use crate::error::MatrixError;
+use crate::forwarding::Peer;
 use crate::homeserver::Homeserver;
 use crate::metrics::{Outcome, METRICS};
 
@@ -107,7 +107,7 @@ impl TokenChecker {
         }
     }
 
-    pub async fn check(&self, request: &Parts, peer: SocketAddr) -> Result<Verdict, MatrixError> {
+    pub async fn check(&self, request: &Parts, peer: &Peer) -> Result<Verdict, MatrixError> {
         let authorization = request.headers.get(header::AUTHORIZATION);
         let query_token = request.uri.query().and_then(access_token_param);
         let key = token_key(authorization, query_token);
@@ -203,7 +203,7 @@ pub enum FederationVerdict {
 pub async fn check_federation(
     homeserver: &Homeserver,
     request: &Parts,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Result<FederationVerdict, MatrixError> {
     let mut copy = http::Request::new(crate::body::empty());
     *copy.method_mut() = request.method.clone();

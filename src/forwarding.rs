@@ -1,9 +1,14 @@
 //! Header rules for forwarding a message: hop-by-hop headers (RFC 9110 §7.6.1) are removed in
 //! both directions, and the request learns who sent it (`X-Forwarded-*`).
+//!
+//! Both run on every pass-through, so they look before they touch: one walk over the names
+//! finds whether there is anything hop-by-hop at all (usually not), and each `X-Forwarded-*`
+//! header is looked up once through the map's entry API.
 
 use std::net::SocketAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{BufMut, BytesMut};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -21,9 +26,35 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The client at the other end of a connection, with the `X-Forwarded-For` entry that names
+/// it: formatted once per connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_canonical().to_string();
+        Self {
+            addr,
+            forwarded_for: HeaderValue::from_str(&ip).expect("an IP address is a valid header"),
+        }
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || HOP_BY_HOP.iter().any(|hop| hop == name)
+}
+
 /// Removes hop-by-hop headers, and the ones `Connection` names. `Upgrade` goes too: the proxy
 /// does not tunnel protocol switches (Matrix has none).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // `Connection` is itself hop-by-hop, so without any of these there is nothing to do.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -39,29 +70,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends the peer to `X-Forwarded-For`; sets `X-Forwarded-Proto` and `X-Forwarded-Host`
 /// unless a proxy in front already did.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
-    let peer_ip = peer.ip().to_canonical().to_string();
-    let existing: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let chain = if existing.is_empty() {
-        peer_ip
-    } else {
-        format!("{}, {peer_ip}", existing.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        // We never terminate TLS: a client that reached us directly spoke plain HTTP.
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if let Some(host) = host {
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            headers.insert(X_FORWARDED_HOST, host.clone());
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(entry) => {
+            entry.insert(peer.forwarded_for.clone());
         }
+        Entry::Occupied(mut entry) => {
+            // Earlier hops, in order (lines that are not text are dropped, as before), then us.
+            let mut chain = BytesMut::new();
+            for value in entry.iter().filter(|v| v.to_str().is_ok()) {
+                chain.put_slice(value.as_bytes());
+                chain.put_slice(b", ");
+            }
+            chain.put_slice(peer.forwarded_for.as_bytes());
+            if let Ok(value) = HeaderValue::from_maybe_shared(chain.freeze()) {
+                entry.insert(value);
+            }
+        }
+    }
+    // We never terminate TLS: a client that reached us directly spoke plain HTTP.
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
+    if let Some(host) = host {
+        headers
+            .entry(X_FORWARDED_HOST)
+            .or_insert_with(|| host.clone());
     }
 }
 
@@ -97,16 +131,33 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let host = HeaderValue::from_static("matrix.example.org");
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), Some(&host));
+        let peer = Peer::new("127.0.0.1:5000".parse().unwrap());
+        add_forwarded(&mut h, &peer, Some(&host));
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "matrix.example.org");
     }
 
     #[test]
+    fn several_forwarded_for_lines_become_one_chain() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
+        let peer = Peer::new("[2001:db8::1]:5000".parse().unwrap());
+        add_forwarded(&mut h, &peer, None);
+        let chain: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
+        assert_eq!(chain, ["203.0.113.7, 198.51.100.2, 2001:db8::1"]);
+    }
+
+    #[test]
     fn mapped_ipv4_is_shown_as_ipv4() {
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "[::ffff:127.0.0.1]:5000".parse().unwrap(), None);
+        let peer = Peer::new("[::ffff:127.0.0.1]:5000".parse().unwrap());
+        add_forwarded(&mut h, &peer, None);
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert!(!h.contains_key(&X_FORWARDED_HOST));

@@ -7,7 +7,6 @@
 mod pool;
 mod wake_gate;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -18,7 +17,7 @@ use http_body_util::BodyExt;
 use crate::body::Body;
 use crate::config::HomeserverConfig;
 use crate::error::MatrixError;
-use crate::forwarding;
+use crate::forwarding::{self, Peer};
 
 #[derive(Clone)]
 pub struct Homeserver {
@@ -60,7 +59,7 @@ impl Homeserver {
     pub async fn forward(
         &self,
         request: Request<Body>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<Body>, MatrixError> {
         let (mut parts, body) = request.into_parts();
         let path_and_query = parts
@@ -69,15 +68,24 @@ impl Homeserver {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         // HTTP/2 clients send `:authority` instead of `Host`; the homeserver speaks HTTP/1.1.
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // One `Host` line (the usual case) stays where it is; otherwise the first or the
+        // authority becomes the only one.
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        let (host, set_host) = match (hosts.next(), hosts.next()) {
+            (Some(host), None) => (Some(host.clone()), false),
+            (first, _) => {
+                let host = first.cloned().or_else(|| {
+                    parts
+                        .uri
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                });
+                (host, true)
+            }
+        };
         forwarding::strip_hop_by_hop(&mut parts.headers);
         forwarding::add_forwarded(&mut parts.headers, peer, host.as_ref());
-        if let Some(host) = host {
+        if let (Some(host), true) = (host, set_host) {
             parts.headers.insert(header::HOST, host);
         }
         parts.uri = Uri::from(path_and_query);
@@ -100,7 +108,7 @@ impl Homeserver {
         authorization: Option<&HeaderValue>,
         access_token_query: Option<&str>,
         forwarded: &http::HeaderMap,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<Body>, MatrixError> {
         let path = match access_token_query {
             Some(token) => format!("/_matrix/client/v3/account/whoami?access_token={token}"),

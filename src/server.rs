@@ -22,6 +22,7 @@ use tower::ServiceBuilder;
 use crate::app::App;
 use crate::config::Config;
 use crate::error::MatrixError;
+use crate::forwarding::Peer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -137,9 +138,11 @@ impl Server {
                 next = conn_rx.recv() => {
                     let Some((stream, peer)) = next else { break };
                     let app = Arc::clone(&self.app);
+                    let client = Peer::new(peer);
                     let service = TowerToHyperService::new(
                         ServiceBuilder::new().service_fn(move |request: http::Request<Incoming>| {
                             let app = Arc::clone(&app);
+                            let peer = client.clone();
                             let request = request.map(box_incoming);
                             // A bug in a handler is one 500 for one request, never a dead
                             // process. (tower-http's CatchPanic future trips a rustc
