@@ -2,10 +2,11 @@
 //! `cache.max_bytes`. Content-addressed items never go stale, so nothing expires by time;
 //! moka's TinyLFU policy decides what stays when space runs out.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use cid::Cid;
+use http::{HeaderMap, HeaderValue};
 
 use crate::media::thumbnail::ThumbnailRequest;
 
@@ -22,6 +23,32 @@ pub struct CachedMedia {
     pub bytes: Bytes,
     /// What the bytes sniffed as (see `media::sniff`); a thumbnail's own type.
     pub sniffed: Option<&'static str>,
+    /// Made on the first download of the item and kept with it (`media::download`).
+    prepared: OnceLock<Prepared>,
+}
+
+/// The ETag and the headers of a download answer of the whole item without a file name: the
+/// same for every such request, so a cache hit clones them instead of building them (hashing
+/// and inserting a dozen headers, formatting the CID and the type each time).
+#[derive(Debug)]
+pub struct Prepared {
+    pub etag: HeaderValue,
+    pub headers: HeaderMap,
+}
+
+impl CachedMedia {
+    pub fn new(bytes: Bytes, sniffed: Option<&'static str>) -> Self {
+        Self {
+            bytes,
+            sniffed,
+            prepared: OnceLock::new(),
+        }
+    }
+
+    /// The item's prepared download headers, made by `make` the first time.
+    pub fn prepared(&self, make: impl FnOnce() -> Prepared) -> &Prepared {
+        self.prepared.get_or_init(make)
+    }
 }
 
 #[derive(Clone)]
@@ -108,10 +135,7 @@ mod tests {
     fn bounded_by_bytes() {
         let cache = MediaCache::new(10_000);
         for n in 0..20u8 {
-            let item = Arc::new(CachedMedia {
-                bytes: Bytes::from(vec![n; 1_000]),
-                sniffed: None,
-            });
+            let item = Arc::new(CachedMedia::new(Bytes::from(vec![n; 1_000]), None));
             cache.insert(key(n), item);
             assert!(cache.weighted_size() <= 10_000);
             let readable = (0..=n).filter(|m| cache.get(&key(*m)).is_some()).count();

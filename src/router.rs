@@ -101,8 +101,12 @@ pub fn classify(raw_path: &str) -> Option<MediaPath<'_>> {
     })
 }
 
-/// Percent-decodes one segment; segments that are not UTF-8 are not ours.
+/// Percent-decodes one segment; segments that are not UTF-8 are not ours. A segment without
+/// `%` is already what it decodes to (most media IDs): no byte-by-byte decoding pass for it.
 fn decode(segment: &str) -> Option<Cow<'_, str>> {
+    if !segment.contains('%') {
+        return Some(Cow::Borrowed(segment));
+    }
     percent_decode_str(segment).decode_utf8().ok()
 }
 

@@ -618,3 +618,49 @@ async fn cidv0_and_v1_are_one_cache_entry() {
     })
     .await;
 }
+
+/// A cache hit answers from headers prepared with the item: they must be the very headers,
+/// in the same order, that the first (streamed) answer had.
+#[tokio::test]
+async fn cache_hits_answer_with_the_first_answers_headers() {
+    bounded(30, async {
+        let gw = GatewayStub::new();
+        let cid = gw.add(PNG);
+        let (_hs, proxy) = setup(&gw, "").await;
+        let listed = |response: &reqwest::Response| -> Vec<(String, String)> {
+            response
+                .headers()
+                .iter()
+                .filter(|(name, _)| *name != "date")
+                .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+                .collect()
+        };
+        let plain = format!("/_matrix/media/v3/download/s/ipfs:{cid}");
+        let first = get(&proxy, &plain).await;
+        assert_eq!(gw.hits(&cid), 1);
+        let expected = listed(&first);
+        assert_eq!(first.bytes().await.unwrap().as_ref(), PNG);
+        for _ in 0..2 {
+            let hit = get(&proxy, &plain).await;
+            assert_eq!(listed(&hit), expected);
+            assert_eq!(hit.bytes().await.unwrap().as_ref(), PNG);
+        }
+        let head = client().head(proxy.url(&plain)).send().await.unwrap();
+        assert_eq!(listed(&head), expected);
+
+        // A file name changes the type's and disposition's values, not their places.
+        let named = get(&proxy, &format!("{plain}/notes.txt")).await;
+        let named_list = listed(&named);
+        let names = |list: &[(String, String)]| -> Vec<String> {
+            list.iter().map(|(name, _)| name.clone()).collect()
+        };
+        assert_eq!(names(&named_list), names(&expected));
+        assert_eq!(
+            named.headers()["content-disposition"],
+            "inline; filename=notes.txt"
+        );
+        assert_eq!(named.headers()["content-type"], "image/png");
+        assert_eq!(gw.hits(&cid), 1, "all but the first from the cache");
+    })
+    .await;
+}

@@ -6,7 +6,10 @@
 //! The ETag is derived from the CID, so `If-None-Match` is answered before anything is fetched;
 //! cached bytes are sliced without copying; uncached bytes stream as the gateway sends them; a
 //! range far into uncached content is fetched on its own (`resolve::part`) and answered with
-//! the very headers the cached item would get.
+//! the very headers the cached item would get. A cached item keeps its ETag and the headers of
+//! a whole answer ready-made (`cache::Prepared`), so the common hit builds nothing.
+
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -14,6 +17,7 @@ use http::{Method, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::byte_range::ByteRange;
+use crate::cache::{CacheKey, CachedMedia, Prepared};
 use crate::error::MatrixError;
 use crate::media::content::{CacheOutcome, Content, Ranged as Source, Waits};
 use crate::media::headers::{self as media_headers, IMMUTABLE};
@@ -37,7 +41,11 @@ pub async fn download(
     file_name: Option<&str>,
 ) -> Result<Response<Body>, MatrixError> {
     let wait = waits.requested(request.uri.query())?;
-    let etag = media_headers::etag_for(&media.canonical.to_string());
+    let cached = resolver.cache().get(&CacheKey::Media(media.canonical));
+    let etag = match &cached {
+        Some(item) => prepared(item, media).etag.clone(),
+        None => media_headers::etag_for(&media.canonical.to_string()),
+    };
     if media_headers::if_none_match_hits(&request.headers, &etag) {
         return Ok(not_modified(etag));
     }
@@ -48,13 +56,17 @@ pub async fn download(
         etag: etag.clone(),
     };
     let wanted = range::requested(&request.headers, &etag);
-    let (mut response, outcome) = match wanted {
-        None => {
+    let (mut response, outcome) = match (wanted, cached) {
+        (None, Some(cached)) => (
+            respond_cached(cached, media, file_name, head_only),
+            CacheOutcome::Hit,
+        ),
+        (None, None) => {
             let (content, outcome) = Content::get(resolver, media, wait).await?;
             let item = item(content.sniffed());
             (respond(content, None, &item, head_only), outcome)
         }
-        Some(wanted) => match Content::get_range(resolver, media, wait, wanted).await? {
+        (Some(wanted), _) => match Content::get_range(resolver, media, wait, wanted).await? {
             Source::Content(content, outcome) => {
                 let item = item(content.sniffed());
                 (respond(content, Some(wanted), &item, head_only), outcome)
@@ -82,6 +94,56 @@ fn headers_for(headers: &mut HeaderMap, item: &Item<'_>) {
     headers.insert(header::CACHE_CONTROL, IMMUTABLE);
     headers.insert(header::ETAG, item.etag.clone());
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+}
+
+/// The prepared headers of a cached item: those [`respond`] gives for all of it without a
+/// file name, made on its first download.
+fn prepared<'a>(item: &'a CachedMedia, media: &IpfsMedia) -> &'a Prepared {
+    item.prepared(|| {
+        let etag = media_headers::etag_for(&media.canonical.to_string());
+        let whole = Item {
+            content_type: sniff::resolve(item.sniffed, None),
+            file_name: None,
+            etag: etag.clone(),
+        };
+        let mut headers = HeaderMap::new();
+        headers_for(&mut headers, &whole);
+        headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(item.bytes.len() as u64),
+        );
+        Prepared { etag, headers }
+    })
+}
+
+/// All of a cached item: its prepared headers, with the type and disposition made for the
+/// file name when there is one, as [`respond`] makes them.
+fn respond_cached(
+    item: Arc<CachedMedia>,
+    media: &IpfsMedia,
+    file_name: Option<&str>,
+    head_only: bool,
+) -> Response<Body> {
+    let mut headers = prepared(&item, media).headers.clone();
+    if file_name.is_some() {
+        let content_type = sniff::resolve(item.sniffed, file_name);
+        headers.insert(
+            header::CONTENT_TYPE,
+            media_headers::content_type_value(&content_type),
+        );
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            media_headers::content_disposition(&content_type, file_name, false),
+        );
+    }
+    let body = if head_only {
+        body::empty()
+    } else {
+        body::full(item.bytes.clone())
+    };
+    let mut response = Response::new(body);
+    *response.headers_mut() = headers;
+    response
 }
 
 fn not_modified(etag: HeaderValue) -> Response<Body> {

@@ -69,10 +69,10 @@ mod tests {
 
     #[tokio::test]
     async fn layout_is_synapses() {
-        let item = Arc::new(CachedMedia {
-            bytes: Bytes::from_static(b"PNGDATA"),
-            sniffed: Some("image/png"),
-        });
+        let item = Arc::new(CachedMedia::new(
+            Bytes::from_static(b"PNGDATA"),
+            Some("image/png"),
+        ));
         let response = respond(Content::Whole(item), "image/png", "abc123");
         assert_eq!(
             response.headers()["content-type"],

@@ -145,10 +145,7 @@ impl Thumbnailer {
         match made {
             Ok(Some(t)) => {
                 crate::metrics::METRICS.thumbnails_rendered.inc();
-                let item = Arc::new(CachedMedia {
-                    bytes: t.bytes.into(),
-                    sniffed: Some(t.content_type),
-                });
+                let item = Arc::new(CachedMedia::new(t.bytes.into(), Some(t.content_type)));
                 self.cache.insert(key, Arc::clone(&item));
                 Ok(item)
             }

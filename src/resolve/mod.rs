@@ -208,10 +208,7 @@ impl Resolver {
             }
             let mut flights = inner.flights();
             if let Some(complete) = complete {
-                let item = CachedMedia {
-                    bytes: complete.bytes,
-                    sniffed: complete.sniffed,
-                };
+                let item = CachedMedia::new(complete.bytes, complete.sniffed);
                 inner.cache.insert(CacheKey::Media(key), Arc::new(item));
             }
             if flights
