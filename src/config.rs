@@ -580,10 +580,11 @@ fn env() -> Env {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// The smallest valid configuration (also the base of other modules' tests).
+    pub(crate) const MINIMAL: &str = r#"
         [server]
         listen = "127.0.0.1:8009"
         [homeserver]

@@ -82,14 +82,7 @@ impl Changes {
 mod tests {
     use super::*;
 
-    const BASE: &str = r#"
-        [server]
-        listen = "127.0.0.1:8009"
-        [homeserver]
-        url = "http://127.0.0.1:8008"
-        [[gateways]]
-        url = "http://127.0.0.1:8080"
-    "#;
+    use crate::config::tests::MINIMAL as BASE;
 
     #[test]
     fn sorts_changes_by_whether_they_reload() {
