@@ -563,13 +563,18 @@ class Bench:
         direct = f"http://{self.gateway}/ipfs/{cid}"
         proxied = f"http://{self.proxy}{MEDIA_PATH.format(cid=cid)}"
         relayed = f"http://{self.nginx}/ipfs/{cid}"
-        runs = {"gateway direct": [], "nginx relay": [], "proxy": []}
+        # The ceiling for any user-space relay here: plain TCP, no HTTP, one copy in, one out.
+        tcp_p = self.procs.start("tcp-relay", [self.opts.benchkit, "relay", "--listen", "127.0.0.1:0",
+                                               "--to", self.gateway], stdout=subprocess.PIPE)
+        tcp_relayed = f"http://{wait_listening(tcp_p, 'tcp-relay')}/ipfs/{cid}"
+        runs = {"gateway direct": [], "tcp relay": [], "nginx relay": [], "proxy": []}
         before = self.gateway_count("1g")
         for rnd in range(self.rounds):
             self.check_alive()
             # Drop idle keep-alive connections and let the allocator settle before the baseline.
             time.sleep(0.5)
-            for label, url, pid in (("gateway direct", direct, None), ("nginx relay", relayed, None),
+            for label, url, pid in (("gateway direct", direct, None), ("tcp relay", tcp_relayed, None),
+                                    ("nginx relay", relayed, None),
                                     ("proxy", proxied, self.proxy_p.pid)):
                 prof = self.perf_start("4-cold-1g", pid, 4) if pid and rnd == 0 else None
                 r = self.curl_fetch(url, pid)
@@ -598,7 +603,7 @@ class Bench:
         self.results["scenarios"]["4-cold-1g"] = {
             "title": "cold 1 GiB ipfs media (streamed, not cached), curl", "kind": "curl",
             "variants": {k: agg(v) for k, v in runs.items()},
-            "gateway_fetches": fetches, "expected_gateway_fetches": self.rounds * 3}
+            "gateway_fetches": fetches, "expected_gateway_fetches": self.rounds * 4}
 
     # --- 500 concurrent requests, one uncached CID -----------------------------------------
 
@@ -803,9 +808,14 @@ class Bench:
                 r >= 0.9 and v["proxy"]["all_complete"], ">= 0.90")
             rn, vals = paired(v["proxy"], v["nginx relay"], "mib_s", ratio)
             rd, _ = paired(v["nginx relay"], v["gateway direct"], "mib_s", ratio)
-            self.results["notes"].append(
-                f"Cold 1 GiB calibration: nginx relaying the same gateway reaches {rd:.2f} of direct; the proxy "
-                f"reaches {rn:.2f} of nginx relay{rounds(vals)}.")
+            note = (f"Cold 1 GiB calibration: nginx relaying the same gateway reaches {rd:.2f} of direct; the proxy "
+                    f"reaches {rn:.2f} of nginx relay{rounds(vals)}.")
+            if "tcp relay" in v:
+                rt, _ = paired(v["tcp relay"], v["gateway direct"], "mib_s", ratio)
+                rp, tvals = paired(v["proxy"], v["tcp relay"], "mib_s", ratio)
+                note += (f" A plain TCP relay (no HTTP) reaches {rt:.2f} of direct; the proxy reaches {rp:.2f} of "
+                         f"it{rounds(tvals)}.")
+            self.results["notes"].append(note)
             g = v["proxy"].get("rss_growth_mib_max")
             add("cold 1 GiB: proxy RSS growth < 64 MiB",
                 f"{g:.1f} MiB (largest of {v['proxy']['rounds']}; VmRSS {v['proxy']['rss_before_mib']:.0f} MiB "
@@ -940,9 +950,11 @@ def render_markdown(res):
             out.append(f"| {label} | {fmt(v['mib_s'])} | {fmt(v['ttfb_ms'], ' ms', 1)} | "
                        f"{fmt(v.get('rss_growth_mib_max'), ' MiB', 1)} | {rss} | {v['all_complete']} |")
         out += ["", f"Gateway fetches of the 1 GiB CID: {s['gateway_fetches']} "
-                    f"(expected {s['expected_gateway_fetches']}: one per curl). `nginx relay` (nginx proxying "
-                    "the stub gateway, `proxy_buffering off`, 256 KiB buffer) is not a target: it shows what "
-                    "any user-space relay costs on this machine (two more copies, one more process).", ""]
+                    f"(expected {s['expected_gateway_fetches']}: one per curl). `tcp relay` (`benchkit relay`: "
+                    "plain TCP, no HTTP, 256 KiB buffers) and `nginx relay` (nginx proxying the stub gateway, "
+                    "`proxy_buffering off`, 256 KiB buffer) are not targets: they show what any user-space "
+                    "relay costs on this machine (two more copies, one more process); the TCP relay is the "
+                    "ceiling for an HTTP one.", ""]
     if "5-burst" in sc:
         out += ["## 500 concurrent requests for one uncached CID", "",
                 "| round | size | gateway fetches | ok | distinct bodies / right bytes | TTFB p50 / p99 | "

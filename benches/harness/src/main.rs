@@ -5,6 +5,7 @@
 //! benchkit serve --role gateway  --listen 127.0.0.1:0 --cid-cache benches/out/cids.txt
 //! benchkit burst --url http://127.0.0.1:P/path --n 500 [--timeout-s 60] [--expect-sha256 HEX]
 //! benchkit idle  --addr 127.0.0.1:P --steps 1000,5000 --establish-path /x --probe-path /y --pid PID
+//! benchkit relay --listen 127.0.0.1:0 --to 127.0.0.1:P
 //! ```
 //!
 //! `serve` prints `LISTENING <addr>` once it accepts connections (so `--listen 127.0.0.1:0` works).
@@ -27,6 +28,10 @@
 //! `burst` opens N connections, releases N identical GETs at once and reports latency, statuses
 //! and how many distinct bodies (SHA-256) came back. `idle` opens keep-alive connections in steps,
 //! leaves them idle and checks requests still succeed on old and fresh connections.
+//!
+//! `relay` is a calibration for the cold 1 GiB scenario: a plain TCP relay (no HTTP at all, 256 KiB
+//! buffers, one task per connection) from `--listen` to `--to`. It does the least any user-space
+//! relay must do, one copy in and one copy out, so its throughput is the ceiling for the proxy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -107,6 +112,7 @@ fn main() {
         "serve" => rt.block_on(serve_main(args)),
         "burst" => rt.block_on(burst_main(args)),
         "idle" => rt.block_on(idle_main(args)),
+        "relay" => rt.block_on(relay_main(args)),
         "hash" => hash_main(args),
         other => die(&format!("unknown command {other}")),
     }
@@ -868,6 +874,34 @@ fn jstr(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+async fn relay_main(args: Args) {
+    let listener = TcpListener::bind(args.req("listen"))
+        .await
+        .unwrap_or_else(|e| die(&format!("--listen: {e}")));
+    let to = args.req("to").to_string();
+    println!("LISTENING {}", listener.local_addr().expect("bound"));
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let to = to.clone();
+        tokio::spawn(async move {
+            let Ok(mut outbound) = TcpStream::connect(&to).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut inbound,
+                &mut outbound,
+                CHUNK,
+                CHUNK,
+            )
+            .await;
+        });
+    }
 }
 
 async fn burst_main(args: Args) {
