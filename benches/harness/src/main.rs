@@ -126,10 +126,15 @@ fn main() {
 fn hash_main(args: Args) {
     use sha2::Digest;
     let mib = args.num("mib", 100) as usize;
-    let block: Vec<u8> = (0..256 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let block: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let cpu_ns = || -> u64 {
         let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-        text.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+        text.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
     let started = cpu_ns();
     let mut last = [0u8; 32];
@@ -276,7 +281,6 @@ fn json_response(status: StatusCode, body: String) -> Response<RepeatBody> {
     let len = b.len() as u64;
     bytes_response(status, "application/json", b, len)
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // a UnixFS file for trustless retrieval (scenario 7)
@@ -467,7 +471,10 @@ impl Dag {
                 (RepeatBody::new(b, n), "application/vnd.ipld.raw")
             } else {
                 self.path_requests.fetch_add(1, Ordering::SeqCst);
-                (RepeatBody::parts(self.leaves.clone()), "application/octet-stream")
+                (
+                    RepeatBody::parts(self.leaves.clone()),
+                    "application/octet-stream",
+                )
             }
         } else {
             let i = *self.leaf_index.get(cid)?;
@@ -480,7 +487,11 @@ impl Dag {
             } else {
                 self.raw_requests.fetch_add(1, Ordering::SeqCst);
                 let n = leaf.len() as u64;
-                let t = if raw { "application/vnd.ipld.raw" } else { "application/octet-stream" };
+                let t = if raw {
+                    "application/vnd.ipld.raw"
+                } else {
+                    "application/octet-stream"
+                };
                 (RepeatBody::new(leaf, n), t)
             }
         };
@@ -719,7 +730,12 @@ async fn gateway(
     if req.method() == Method::GET || req.method() == Method::HEAD {
         if cid == "bafkqaaa" {
             // The empty identity CID: proxies probe with it (no content lookup).
-            return Ok(bytes_response(StatusCode::OK, "application/vnd.ipld.raw", Bytes::new(), 0));
+            return Ok(bytes_response(
+                StatusCode::OK,
+                "application/vnd.ipld.raw",
+                Bytes::new(),
+                0,
+            ));
         }
         if let Some(resp) = gw.dag.answer(cid, &req) {
             return Ok(resp);
@@ -893,13 +909,9 @@ async fn relay_main(args: Args) {
             };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut inbound,
-                &mut outbound,
-                CHUNK,
-                CHUNK,
-            )
-            .await;
+            let _ =
+                tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut outbound, CHUNK, CHUNK)
+                    .await;
         });
     }
 }
