@@ -395,6 +395,11 @@ class Bench:
              "--cid-cache", os.path.join(OUT, "cids.txt"), "--burst-delay-ms", "100"],
             stdout=subprocess.PIPE)
         self.gateway = wait_listening(self.gateway_p, "gateway", timeout=120)
+        # Pass-through calibration: the least any reverse proxy built on hyper does.
+        self.hyper_p = self.procs.start(
+            "hyper-proxy", [kit, "hyper-proxy", "--listen", "127.0.0.1:0", "--to", self.upstream],
+            stdout=subprocess.PIPE)
+        self.hyper = wait_listening(self.hyper_p, "hyper-proxy")
         self.objects = {o["name"]: o for o in self.gateway_stats()["objects"]}
         log(f"upstream {self.upstream}, gateway {self.gateway}")
 
@@ -483,6 +488,7 @@ class Bench:
         up, ng, px = [self.upstream_p.pid], self.nginx_pids, [self.proxy_p.pid]
         v = [("direct", f"http://{self.upstream}{SMALL_PATH}", up),
              ("nginx", f"http://{self.nginx}{SMALL_PATH}", ng),
+             ("hyper proxy", f"http://{self.hyper}{SMALL_PATH}", [self.hyper_p.pid]),
              ("proxy", f"http://{self.proxy}{SMALL_PATH}", px)]
         self.wrk_scenario("1-small", "pass-through, small JSON (GET)", v)
         self.wrk_scenario("1-small-1conn", "pass-through, small JSON, 1 connection (latency)", v,
@@ -513,6 +519,8 @@ class Bench:
             warm = self.gateway_count(name)
             res = self.wrk_scenario(f"3-cached-{name}", f"cached ipfs media {name}: proxy vs nginx static", [
                 ("nginx static", f"http://{self.nginx}/static/{name}.bin", self.nginx_pids),
+                # Calibration: hyper serving the same size from memory (the upstream stand-in).
+                ("hyper from memory", f"http://{self.upstream}/{name}", [self.upstream_p.pid]),
                 ("proxy cached", url, [self.proxy_p.pid])])
             after = self.gateway_count(name)
             res["gateway_fetches"] = {"warm_up": warm - before, "during_load": after - warm}
@@ -779,6 +787,15 @@ class Bench:
                 r, vals = paired(px, ng, "p99_us", ratio)
                 add(f"pass-through {label}: p99 <= nginx",
                     f"{px['p99_us'] / 1e3:.2f} vs {ng['p99_us'] / 1e3:.2f} ms{rounds(vals)}", r, r <= 1.0, "<= 1.00")
+                hp = sc[key]["variants"].get("hyper proxy")
+                if hp:
+                    rh, _ = paired(hp, ng, "rps", ratio)
+                    rp, pvals = paired(px, hp, "rps", ratio)
+                    cpu = lambda v: f"{v['cpu_s_per_10k']:.3f}"  # noqa: E731
+                    self.results["notes"].append(
+                        f"Pass-through {label} calibration: a bare hyper proxy (`benchkit hyper-proxy`) reaches "
+                        f"{rh:.2f} of nginx's req/s; the proxy reaches {rp:.2f} of it{rounds(pvals)}. CPU s per 10k "
+                        f"requests: nginx {cpu(ng)}, bare hyper proxy {cpu(hp)}, proxy {cpu(px)}.")
         if "1-small-1conn" in sc:
             v = sc["1-small-1conn"]["variants"]
             d, vals = paired(v["proxy"], v["direct"], "p50_us", lambda x, y: x - y)
@@ -800,6 +817,14 @@ class Bench:
                 r, vals = paired(px, ng, "rps", ratio)
                 add(f"cached ipfs media {name}: throughput >= nginx static",
                     f"{px['mib_s']:.0f} vs {ng['mib_s']:.0f} MiB/s{rounds(vals)}", r, r >= 1.0, ">= 1.00")
+                hm = sc[key]["variants"].get("hyper from memory")
+                if hm:
+                    rh, _ = paired(hm, ng, "rps", ratio)
+                    rp, pvals = paired(px, hm, "rps", ratio)
+                    self.results["notes"].append(
+                        f"Cached {name} calibration: hyper serving the same bytes from memory (the upstream "
+                        f"stand-in) reaches {rh:.2f} of nginx static's req/s; the proxy reaches {rp:.2f} of "
+                        f"it{rounds(pvals)}.")
         if "4-cold-1g" in sc:
             v = sc["4-cold-1g"]["variants"]
             r, vals = paired(v["proxy"], v["gateway direct"], "mib_s", ratio)

@@ -6,6 +6,7 @@
 //! benchkit burst --url http://127.0.0.1:P/path --n 500 [--timeout-s 60] [--expect-sha256 HEX]
 //! benchkit idle  --addr 127.0.0.1:P --steps 1000,5000 --establish-path /x --probe-path /y --pid PID
 //! benchkit relay --listen 127.0.0.1:0 --to 127.0.0.1:P
+//! benchkit hyper-proxy --listen 127.0.0.1:0 --to 127.0.0.1:P
 //! ```
 //!
 //! `serve` prints `LISTENING <addr>` once it accepts connections (so `--listen 127.0.0.1:0` works).
@@ -32,6 +33,12 @@
 //! `relay` is a calibration for the cold 1 GiB scenario: a plain TCP relay (no HTTP at all, 256 KiB
 //! buffers, one task per connection) from `--listen` to `--to`. It does the least any user-space
 //! relay must do, one copy in and one copy out, so its throughput is the ceiling for the proxy.
+//!
+//! `hyper-proxy` is the calibration for the pass-through scenarios: the least a reverse proxy built
+//! on hyper does (the stack the proxy is required to use). Each client connection gets its own
+//! keep-alive HTTP/1.1 connection to `--to` (hyper's `client::conn::http1`, driven by a task of its
+//! own as hyper's documentation does it); requests go on with their headers untouched and
+//! responses come back as they are: no routing, no header rules, no logging, no metrics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -113,6 +120,7 @@ fn main() {
         "burst" => rt.block_on(burst_main(args)),
         "idle" => rt.block_on(idle_main(args)),
         "relay" => rt.block_on(relay_main(args)),
+        "hyper-proxy" => rt.block_on(hyper_proxy_main(args)),
         "hash" => hash_main(args),
         other => die(&format!("unknown command {other}")),
     }
@@ -912,6 +920,47 @@ async fn relay_main(args: Args) {
             let _ =
                 tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut outbound, CHUNK, CHUNK)
                     .await;
+        });
+    }
+}
+
+async fn hyper_proxy_main(args: Args) {
+    let listener = TcpListener::bind(args.req("listen"))
+        .await
+        .unwrap_or_else(|e| die(&format!("--listen: {e}")));
+    let to = args.req("to").to_string();
+    println!("LISTENING {}", listener.local_addr().expect("bound"));
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let to = to.clone();
+        tokio::spawn(async move {
+            let Ok(outbound) = TcpStream::connect(&to).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let Ok((sender, conn)) =
+                hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(outbound)).await
+            else {
+                return;
+            };
+            tokio::spawn(conn);
+            let sender = Arc::new(tokio::sync::Mutex::new(sender));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let sender = Arc::clone(&sender);
+                async move {
+                    // HTTP/1.1 without pipelining: one request at a time per client connection,
+                    // so the lock is never contended; it only satisfies the borrow checker.
+                    let mut sender = sender.lock().await;
+                    sender.ready().await?;
+                    sender.send_request(req).await
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(inbound), service)
+                .await;
         });
     }
 }
