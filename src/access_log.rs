@@ -52,6 +52,25 @@ impl RouteKind {
     }
 }
 
+/// One request counted in the `in_flight_requests` gauge for as long as this lives. It goes
+/// with the request's log record, so the count falls when the response body is done, and also
+/// when the request never got that far: a handler that panicked, or a client that left while
+/// the answer was being prepared (hyper then drops the handler's future).
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> Self {
+        METRICS.in_flight.inc();
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
+}
+
 pub struct RequestLog {
     pub method: Method,
     /// Path only: queries can carry access tokens.
@@ -62,13 +81,13 @@ pub struct RequestLog {
     /// Body bytes the response announced (`Content-Length`; zero for HEAD, 204, 304).
     pub announced: Option<u64>,
     pub started: Instant,
+    pub in_flight: InFlight,
 }
 
 impl RequestLog {
     fn emit(&self, bytes: u64, complete: bool) {
         let elapsed = self.started.elapsed().as_secs_f64();
         let duration_ms = elapsed * 1000.0;
-        METRICS.in_flight.dec();
         self.route
             .series()
             .record(self.status.as_u16(), elapsed, bytes);

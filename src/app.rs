@@ -13,7 +13,7 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::access_log::{Logged, RequestLog, RouteKind};
+use crate::access_log::{InFlight, Logged, RequestLog, RouteKind};
 use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
 use crate::cache::MediaCache;
@@ -181,8 +181,7 @@ impl App {
 
     pub async fn handle(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
-        // Decremented when the request's log line is written (`access_log`).
-        METRICS.in_flight.inc();
+        let in_flight = InFlight::enter();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let (route, result) =
@@ -236,6 +235,7 @@ impl App {
             status,
             announced,
             started,
+            in_flight,
         };
         response.map(|body| Logged::new(body, log).boxed())
     }

@@ -110,6 +110,10 @@ impl HomeserverStub {
         if path == "/broken" {
             return broken();
         }
+        if path == "/slow" {
+            // Long enough for a test to give up on the request while it waits.
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
         let mut r = Response::new(full(body));
         r.headers_mut()
             .insert("x-upstream", "stub".parse().unwrap());
