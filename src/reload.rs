@@ -15,52 +15,106 @@ pub struct Changes {
     pub need_restart: Vec<&'static str>,
 }
 
+/// Every key a reload looks at, in the order changes are reported: its name, whether the
+/// running process can take a new value, and how to carry that value over. The one list both
+/// functions below read, so what is reported as applied is exactly what is put in force.
+struct Key {
+    name: &'static str,
+    differs: fn(&Config, &Config) -> bool,
+    /// `Some` for a reloadable key: copies the new value into the running configuration.
+    apply: Option<fn(&mut Config, &Config)>,
+}
+
+/// `[media]` without the keys that reload (so a key it grows later needs a restart).
+fn media_rest(c: &Config) -> crate::config::MediaConfig {
+    let mut media = c.media.clone();
+    media.default_timeout = Default::default();
+    media.max_timeout = Default::default();
+    media
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        name: "gateways",
+        differs: |a, b| a.gateways != b.gateways,
+        apply: Some(|run, new| run.gateways = new.gateways.clone()),
+    },
+    Key {
+        name: "retrieval",
+        differs: |a, b| a.retrieval != b.retrieval,
+        apply: Some(|run, new| run.retrieval = new.retrieval.clone()),
+    },
+    Key {
+        name: "media.default_timeout",
+        differs: |a, b| a.media.default_timeout != b.media.default_timeout,
+        apply: Some(|run, new| run.media.default_timeout = new.media.default_timeout),
+    },
+    Key {
+        name: "media.max_timeout",
+        differs: |a, b| a.media.max_timeout != b.media.max_timeout,
+        apply: Some(|run, new| run.media.max_timeout = new.media.max_timeout),
+    },
+    Key {
+        name: "denylist",
+        differs: |a, b| a.denylist != b.denylist,
+        apply: Some(|run, new| run.denylist = new.denylist.clone()),
+    },
+    Key {
+        name: "log.level",
+        differs: |a, b| a.log.level != b.log.level,
+        apply: Some(|run, new| run.log.level = new.log.level.clone()),
+    },
+    Key {
+        name: "server",
+        differs: |a, b| a.server != b.server,
+        apply: None,
+    },
+    Key {
+        name: "homeserver",
+        differs: |a, b| a.homeserver != b.homeserver,
+        apply: None,
+    },
+    Key {
+        name: "cache",
+        differs: |a, b| a.cache != b.cache,
+        apply: None,
+    },
+    Key {
+        name: "media (other than the timeouts)",
+        differs: |a, b| media_rest(a) != media_rest(b),
+        apply: None,
+    },
+    Key {
+        name: "auth",
+        differs: |a, b| a.auth != b.auth,
+        apply: None,
+    },
+    Key {
+        name: "thumbnails",
+        differs: |a, b| a.thumbnails != b.thumbnails,
+        apply: None,
+    },
+    Key {
+        name: "capabilities",
+        differs: |a, b| a.capabilities != b.capabilities,
+        apply: None,
+    },
+    Key {
+        name: "admin",
+        differs: |a, b| a.admin != b.admin,
+        apply: None,
+    },
+];
+
 impl Changes {
     pub fn between(old: &Config, new: &Config) -> Self {
         let mut changes = Changes::default();
-        let mut check = |key, changed: bool, reloadable: bool| {
-            if changed {
-                if reloadable {
-                    changes.applied.push(key);
-                } else {
-                    changes.need_restart.push(key);
-                }
+        for key in KEYS.iter().filter(|key| (key.differs)(old, new)) {
+            match key.apply {
+                Some(_) => changes.applied.push(key.name),
+                None => changes.need_restart.push(key.name),
             }
-        };
-        check("gateways", old.gateways != new.gateways, true);
-        check("retrieval", old.retrieval != new.retrieval, true);
-        check(
-            "media.default_timeout",
-            old.media.default_timeout != new.media.default_timeout,
-            true,
-        );
-        check(
-            "media.max_timeout",
-            old.media.max_timeout != new.media.max_timeout,
-            true,
-        );
-        check("denylist", old.denylist != new.denylist, true);
-        check("log.level", old.log.level != new.log.level, true);
-
-        check("server", old.server != new.server, false);
-        check("homeserver", old.homeserver != new.homeserver, false);
-        check("cache", old.cache != new.cache, false);
-        // Every other [media] key, whatever keys it grows.
-        let media_rest = |c: &Config| {
-            let mut media = c.media.clone();
-            media.default_timeout = Default::default();
-            media.max_timeout = Default::default();
-            media
-        };
-        check(
-            "media (other than the timeouts)",
-            media_rest(old) != media_rest(new),
-            false,
-        );
-        check("auth", old.auth != new.auth, false);
-        check("thumbnails", old.thumbnails != new.thumbnails, false);
-        check("capabilities", old.capabilities != new.capabilities, false);
-        check("admin", old.admin != new.admin, false);
+        }
         changes
     }
 
@@ -68,12 +122,9 @@ impl Changes {
     /// force after the reload, so the next reload reports a pending restart again.
     pub fn in_force(old: &Config, new: &Config) -> Config {
         let mut running = old.clone();
-        running.gateways = new.gateways.clone();
-        running.retrieval = new.retrieval.clone();
-        running.media.default_timeout = new.media.default_timeout;
-        running.media.max_timeout = new.media.max_timeout;
-        running.denylist = new.denylist.clone();
-        running.log = new.log.clone();
+        for apply in KEYS.iter().filter_map(|key| key.apply) {
+            apply(&mut running, new);
+        }
         running
     }
 }
@@ -108,7 +159,8 @@ mod tests {
         assert_eq!(running.gateways.len(), 2);
         assert_eq!(running.server, old.server);
         assert_eq!(running.cache, old.cache);
-        // Still pending next time.
+        // Everything reloadable is now in force; what needs a restart is still pending.
+        assert!(Changes::between(&running, &new).applied.is_empty());
         assert_eq!(
             Changes::between(&running, &new).need_restart,
             changes.need_restart
