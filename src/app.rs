@@ -33,7 +33,6 @@ use crate::media::thumbnail::{
 };
 use crate::media::thumbnail_answer::{self, Thumbnailer};
 use crate::media::{download, federation, sniff};
-use crate::metrics::METRICS;
 use crate::reload::Changes;
 use crate::resolve::{Limits, Resolver};
 use crate::router::{self, Access, Action};
