@@ -900,31 +900,13 @@ fn jstr(s: &str) -> String {
     o
 }
 
-async fn relay_main(args: Args) {
-    let listener = TcpListener::bind(args.req("listen"))
-        .await
-        .unwrap_or_else(|e| die(&format!("--listen: {e}")));
-    let to = args.req("to").to_string();
-    println!("LISTENING {}", listener.local_addr().expect("bound"));
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            continue;
-        };
-        let to = to.clone();
-        tokio::spawn(async move {
-            let Ok(mut outbound) = TcpStream::connect(&to).await else {
-                return;
-            };
-            let _ = inbound.set_nodelay(true);
-            let _ = outbound.set_nodelay(true);
-            let _ =
-                tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut outbound, CHUNK, CHUNK)
-                    .await;
-        });
-    }
-}
-
-async fn hyper_proxy_main(args: Args) {
+/// Accepts on `--listen` for ever; each connection gets its own new connection to `--to`
+/// (both without Nagle) and is handed with it to `relay`.
+async fn accept_relayed<F, Fut>(args: &Args, relay: F)
+where
+    F: Fn(TcpStream, TcpStream) -> Fut + Send + Copy + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let listener = TcpListener::bind(args.req("listen"))
         .await
         .unwrap_or_else(|e| die(&format!("--listen: {e}")));
@@ -941,28 +923,43 @@ async fn hyper_proxy_main(args: Args) {
             };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
-            let Ok((sender, conn)) =
-                hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(outbound)).await
-            else {
-                return;
-            };
-            tokio::spawn(conn);
-            let sender = Arc::new(tokio::sync::Mutex::new(sender));
-            let service = service_fn(move |req: Request<Incoming>| {
-                let sender = Arc::clone(&sender);
-                async move {
-                    // HTTP/1.1 without pipelining: one request at a time per client connection,
-                    // so the lock is never contended; it only satisfies the borrow checker.
-                    let mut sender = sender.lock().await;
-                    sender.ready().await?;
-                    sender.send_request(req).await
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(inbound), service)
-                .await;
+            relay(inbound, outbound).await;
         });
     }
+}
+
+async fn relay_main(args: Args) {
+    accept_relayed(&args, |mut inbound, mut outbound| async move {
+        let _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut outbound, CHUNK, CHUNK)
+            .await;
+    })
+    .await;
+}
+
+async fn hyper_proxy_main(args: Args) {
+    accept_relayed(&args, |inbound, outbound| async move {
+        let Ok((sender, conn)) =
+            hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(outbound)).await
+        else {
+            return;
+        };
+        tokio::spawn(conn);
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let service = service_fn(move |req: Request<Incoming>| {
+            let sender = Arc::clone(&sender);
+            async move {
+                // HTTP/1.1 without pipelining: one request at a time per client connection,
+                // so the lock is never contended; it only satisfies the borrow checker.
+                let mut sender = sender.lock().await;
+                sender.ready().await?;
+                sender.send_request(req).await
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(inbound), service)
+            .await;
+    })
+    .await;
 }
 
 async fn burst_main(args: Args) {
