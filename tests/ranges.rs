@@ -231,6 +231,38 @@ async fn a_gateway_that_ignores_the_range_still_gives_the_right_part() {
     .await;
 }
 
+/// A gateway that ignores `Range` and streams without a length gives no total for a `206`
+/// (that used to be a 502): the request then takes the shared full fetch, as a request with
+/// no part plan would. With no length known until the end, that answer is the whole content
+/// (RFC 9110 lets a server ignore `Range`); once cached, ranges are 206s again.
+#[tokio::test]
+async fn a_gateway_that_ignores_the_range_without_a_length_falls_back_to_the_whole() {
+    bounded(30, async {
+        let gw = GatewayStub::new();
+        gw.set_range_mode(RangeMode::Ignore);
+        let bytes = png_like(300_000);
+        let cid = gw.add_with(bytes.clone(), Behaviour::NoLength);
+        let p = trusted(&[&gw], APART).await;
+        let r = ranged(&url(&p, &cid), "bytes=200000-200999").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/png");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+        let asked = gw.ranges(&cid);
+        assert_eq!(asked.first(), Some(&some("bytes=200000-200999")));
+        assert_eq!(
+            asked.last(),
+            Some(&None),
+            "the part was asked for, then the whole"
+        );
+        // The whole went into the cache like any full fetch: the next seek is a hit.
+        let r = ranged(&url(&p, &cid), "bytes=100-199").await;
+        assert_eq!(r.status(), 206);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[100..200]);
+        assert_eq!(p.app.resolver().cache().entry_count(), 1);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_206_for_another_range_is_refused_and_another_gateway_is_used() {
     bounded(30, async {

@@ -133,11 +133,24 @@ impl Content {
                 Ok(Ranged::Content(content, outcome))
             }
             RangePlan::Apart(known) => {
-                let part = tokio::time::timeout(wait, resolver.fetch_part(media, wanted, known))
+                let deadline = tokio::time::Instant::now() + wait;
+                let fetched = tokio::time::timeout(wait, resolver.fetch_part(media, wanted, known))
                     .await
-                    .map_err(|_| not_in_time(wait))?
-                    .map_err(|e| e.to_matrix())?;
-                Ok(Ranged::Part(part))
+                    .map_err(|_| not_in_time(wait))?;
+                match fetched {
+                    Ok(part) => Ok(Ranged::Part(part)),
+                    // No gateway gave a usable part (a `Range` ignored without a length, a
+                    // 206 or range CAR that does not fit), which says nothing of the whole:
+                    // the range is cut from the shared full fetch, as from the cache.
+                    Err(error @ (FetchError::Upstream(_) | FetchError::Unverified(_))) => {
+                        tracing::debug!(%error, "range fetch failed; fetching the whole");
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        let (content, outcome) =
+                            Self::from_resolved(resolver.resolve(media), left).await?;
+                        Ok(Ranged::Content(content, outcome))
+                    }
+                    Err(error) => Err(error.to_matrix()),
+                }
             }
         }
     }
