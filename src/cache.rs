@@ -8,13 +8,15 @@ use bytes::Bytes;
 use cid::Cid;
 use http::{HeaderMap, HeaderValue};
 
-use crate::media::thumbnail::ThumbnailRequest;
+use crate::media::thumbnail::ThumbnailSize;
 
 /// What an entry holds: an item's bytes, or one thumbnail of it (one cache, one byte bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheKey {
     Media(Cid),
-    Thumbnail(Cid, ThumbnailRequest),
+    /// The thumbnail made for a size (the configured one a request maps to, or the request's
+    /// own box in dynamic mode), animated or not: every request that maps to it shares it.
+    Thumbnail(Cid, ThumbnailSize, bool),
 }
 
 /// One fully fetched item (or rendered thumbnail).
@@ -92,7 +94,7 @@ impl MediaCache {
             return;
         }
         for (key, _) in self.items.iter() {
-            let (CacheKey::Media(cid) | CacheKey::Thumbnail(cid, _)) = *key;
+            let (CacheKey::Media(cid) | CacheKey::Thumbnail(cid, _, _)) = *key;
             if denylist.blocks(&cid) {
                 self.items.invalidate(&*key);
             }

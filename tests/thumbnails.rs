@@ -198,6 +198,38 @@ async fn thumbnails_are_cached_and_made_once_under_concurrency() {
     .await;
 }
 
+/// Synapse answers 30x30 and 32x32 crop requests with its one 32x32 thumbnail; so does the
+/// proxy, and it holds that thumbnail once (it used to make and keep one per request size).
+#[tokio::test]
+async fn requests_that_map_to_one_configured_size_share_its_thumbnail() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("").await;
+        let png = gw.add(image("pattern-1000x500.png"));
+        let get = |w: u32| {
+            let url = proxy.url(&format!(
+                "/_matrix/media/v3/thumbnail/s/ipfs:{png}?width={w}&height={w}&method=crop"
+            ));
+            async move {
+                let r = client().get(url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap()
+            }
+        };
+        let a = get(32).await;
+        let b = get(30).await;
+        assert_eq!(dimensions(&a), (32, 32));
+        assert_eq!(a, b);
+        let cache = proxy.app.resolver().cache();
+        // The source and one thumbnail.
+        assert_eq!(cache.entry_count(), 2);
+        // Another size of the same source is a thumbnail of its own.
+        assert_eq!(dimensions(&get(96).await), (96, 96));
+        assert_eq!(cache.entry_count(), 3);
+        assert_eq!(gw.hits(&png), 1);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn dynamic_mode_makes_the_exact_size() {
     bounded(60, async {

@@ -5,13 +5,15 @@
 //! # GET/HEAD `/_matrix/client/v1/media/thumbnail/{server}/ipfs:{cid}?...`
 //! # GET `/_matrix/federation/v1/media/thumbnail/ipfs:{cid}?...` (multipart, see `federation`)
 //!
-//! Thumbnails are cached in the media cache under (CID, requested width, height, method,
-//! animated): a hit needs neither the source nor a render. Requests that map to the same
-//! configured size may each hold an entry; all entries count against `cache.max_bytes`.
+//! Thumbnails are cached in the media cache under (CID, the size they were made for, animated):
+//! requests that map to the same configured size share one entry and one render. The size
+//! depends on the source's dimensions, which are remembered per CID once seen, so a later
+//! request finds its entry without the source or a decode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use cid::Cid;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -25,11 +27,16 @@ use crate::media::headers::{self as media_headers, IMMUTABLE};
 use crate::media::media_id::IpfsMedia;
 use crate::media::sniff;
 use crate::media::thumbnail::{
-    self, dynamic_size, parse_query, render, Limits, ThumbnailRequest, ThumbnailSize,
+    self, dynamic_size, parse_query, render, select_size, Limits, ThumbnailRequest, ThumbnailSize,
 };
 use crate::resolve::Resolver;
 
 type Rendered = Result<Arc<CachedMedia>, MatrixError>;
+/// One render under way (or done), shared by the requests waiting for it.
+type Render = OnceCell<Rendered>;
+
+/// How many sources' dimensions are remembered (a few dozen bytes each).
+const KNOWN_DIMENSIONS: u64 = 16_384;
 
 pub struct Thumbnailer {
     cache: MediaCache,
@@ -38,8 +45,10 @@ pub struct Thumbnailer {
     limits: Limits,
     /// Decoding is CPU- and memory-heavy: at most this many at once.
     permits: Semaphore,
-    /// Renders under way, so concurrent requests for one key share one.
-    rendering: Mutex<HashMap<CacheKey, Arc<OnceCell<Rendered>>>>,
+    /// Renders under way, so concurrent requests for one thumbnail share one.
+    rendering: Mutex<HashMap<(Cid, ThumbnailRequest), Arc<Render>>>,
+    /// Sources' dimensions as displayed, by CID: the size a request maps to, without the source.
+    dimensions: moka::sync::Cache<Cid, (u32, u32)>,
 }
 
 impl Thumbnailer {
@@ -57,7 +66,18 @@ impl Thumbnailer {
             limits,
             permits: Semaphore::new(concurrency.max(1)),
             rendering: Mutex::new(HashMap::new()),
+            dimensions: moka::sync::Cache::new(KNOWN_DIMENSIONS),
         }
+    }
+
+    /// The size `wanted` maps to for a source of `width` x `height`; `None` when no
+    /// configured size has its method.
+    fn size_for(
+        &self,
+        wanted: &ThumbnailRequest,
+        (width, height): (u32, u32),
+    ) -> Option<ThumbnailSize> {
+        size_for(self.dynamic, &self.sizes, wanted, (width, height))
     }
 
     /// The thumbnail `wanted` (see [`requested`]) as cached bytes (`sniffed` holds its
@@ -70,18 +90,27 @@ impl Thumbnailer {
         media: &IpfsMedia,
         wanted: ThumbnailRequest,
     ) -> Result<(Arc<CachedMedia>, CacheOutcome), MatrixError> {
-        let key = CacheKey::Thumbnail(media.canonical, wanted);
-        if let Some(hit) = self.cache.get(&key) {
-            return Ok((hit, CacheOutcome::Hit));
+        let cid = media.canonical;
+        if let Some(dimensions) = self.dimensions.get(&cid) {
+            let size = self
+                .size_for(&wanted, dimensions)
+                .ok_or_else(no_such_size)?;
+            if let Some(hit) = self
+                .cache
+                .get(&CacheKey::Thumbnail(cid, size, wanted.animated))
+            {
+                return Ok((hit, CacheOutcome::Hit));
+            }
         }
         let wait = waits.requested(request.uri.query())?;
+        let key = (cid, wanted);
         let cell = {
             let mut rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(rendering.entry(key).or_default())
         };
         let started_here = !cell.initialized();
         let result = cell
-            .get_or_init(|| self.make(resolver, media, wanted, wait, key))
+            .get_or_init(|| self.make(resolver, media, wanted, wait))
             .await
             .clone();
         {
@@ -104,7 +133,6 @@ impl Thumbnailer {
         media: &IpfsMedia,
         wanted: ThumbnailRequest,
         wait: std::time::Duration,
-        key: CacheKey,
     ) -> Rendered {
         let (content, _) = Content::get(resolver, media, wait).await?;
         let source_type = sniff::resolve(content.sniffed(), None);
@@ -125,34 +153,31 @@ impl Thumbnailer {
             .await
             .map_err(|_| MatrixError::bad_gateway("shutting down"))?;
         let (sizes, dynamic, limits) = (self.sizes.clone(), self.dynamic, self.limits);
-        let made = tokio::task::spawn_blocking(move || {
-            if dynamic {
-                thumbnail::probe(&source, &source_type, &limits)?;
-                render(
-                    &source,
-                    &source_type,
-                    dynamic_size(&wanted),
-                    wanted.animated,
-                    &limits,
-                )
-                .map(Some)
-            } else {
-                thumbnail::thumbnail(&source, &source_type, &wanted, &sizes, &limits)
+        let (cache, dimensions, cid) =
+            (self.cache.clone(), self.dimensions.clone(), media.canonical);
+        let made = tokio::task::spawn_blocking(move || -> Result<_, thumbnail::ThumbnailError> {
+            let info = thumbnail::probe(&source, &source_type, &limits)?;
+            dimensions.insert(cid, (info.width, info.height));
+            let Some(size) = size_for(dynamic, &sizes, &wanted, (info.width, info.height)) else {
+                return Ok(None);
+            };
+            let key = CacheKey::Thumbnail(cid, size, wanted.animated);
+            // Made meanwhile for another request that maps to the same size.
+            if let Some(item) = cache.get(&key) {
+                return Ok(Some(item));
             }
+            let t = render(&source, &source_type, size, wanted.animated, &limits)?;
+            crate::metrics::METRICS.thumbnails_rendered.inc();
+            let item = Arc::new(CachedMedia::new(t.bytes.into(), Some(t.content_type)));
+            cache.insert(key, Arc::clone(&item));
+            Ok(Some(item))
         })
         .await
         .map_err(|_| MatrixError::bad_gateway("thumbnailing failed"))?;
         match made {
-            Ok(Some(t)) => {
-                crate::metrics::METRICS.thumbnails_rendered.inc();
-                let item = Arc::new(CachedMedia::new(t.bytes.into(), Some(t.content_type)));
-                self.cache.insert(key, Arc::clone(&item));
-                Ok(item)
-            }
+            Ok(Some(item)) => Ok(item),
             // Synapse's answers for media it has no such thumbnail of.
-            Ok(None) => Err(MatrixError::not_found(
-                "no thumbnail of that kind is configured",
-            )),
+            Ok(None) => Err(no_such_size()),
             Err(error) => {
                 let (status, errcode) = error.errcode();
                 tracing::debug!(%error, "no thumbnail");
@@ -166,6 +191,25 @@ impl Thumbnailer {
             }
         }
     }
+}
+
+/// The size a thumbnail request maps to: its own box in dynamic mode, else the configured
+/// size Synapse would pick for a source of these dimensions (`None`: none of that method).
+fn size_for(
+    dynamic: bool,
+    sizes: &[ThumbnailSize],
+    wanted: &ThumbnailRequest,
+    (width, height): (u32, u32),
+) -> Option<ThumbnailSize> {
+    if dynamic {
+        Some(dynamic_size(wanted))
+    } else {
+        select_size(wanted, sizes, width, height)
+    }
+}
+
+fn no_such_size() -> MatrixError {
+    MatrixError::not_found("no thumbnail of that kind is configured")
 }
 
 /// The request's thumbnail parameters; a bad one is a 400 with the spec's errcode.
