@@ -79,6 +79,9 @@ pub struct ServerConfig {
     /// Time a client has to send its request headers.
     #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Threads serving connections, each with a runtime of its own; 0: one per CPU.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.

@@ -25,6 +25,7 @@ pub mod reload;
 pub mod resolve;
 pub mod router;
 pub mod server;
+pub mod worker;
 
 pub use config::Config;
 pub use server::Server;

@@ -535,10 +535,11 @@ async fn cache_is_bounded_by_bytes() {
                 &pattern(100_000, 100 + i as u64)[..]
             );
         }
-        let refetched: usize = cids.iter().map(|c| gw.hits(c)).sum::<usize>() - cids.len();
+        let hits: Vec<usize> = cids.iter().map(|c| gw.hits(c)).collect();
+        let refetched = hits.iter().sum::<usize>() - cids.len();
         assert!(
             refetched >= 7,
-            "at least 7 of 12 items cannot fit: {refetched} refetched"
+            "at least 7 of 12 items cannot fit: {refetched} refetched (gateway hits {hits:?})"
         );
     })
     .await;

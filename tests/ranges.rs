@@ -247,13 +247,10 @@ async fn a_gateway_that_ignores_the_range_without_a_length_falls_back_to_the_who
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "image/png");
         assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+        // The part (and, concurrently, the first bytes for sniffing), then the whole once.
         let asked = gw.ranges(&cid);
-        assert_eq!(asked.first(), Some(&some("bytes=200000-200999")));
-        assert_eq!(
-            asked.last(),
-            Some(&None),
-            "the part was asked for, then the whole"
-        );
+        assert!(asked.contains(&some("bytes=200000-200999")), "{asked:?}");
+        assert_eq!(asked.iter().filter(|r| r.is_none()).count(), 1, "{asked:?}");
         // The whole went into the cache like any full fetch: the next seek is a hit.
         let r = ranged(&url(&p, &cid), "bytes=100-199").await;
         assert_eq!(r.status(), 206);

@@ -9,7 +9,7 @@
 //! and then from the response body as the client reads it, so the whole exchange runs in the
 //! client connection's task.
 //!
-//! - A connection goes back to the idle stack only once its response body has ended; one whose
+//! - A connection goes back to its worker's idle stack only once its response body has ended; one whose
 //!   body was abandoned (client gone, error) is closed, as is one the homeserver closes.
 //! - An idle connection is not polled while it waits, so the homeserver closing it is noticed
 //!   when it is taken: it is polled once then, and replaced if it has ended or is not ready.
@@ -35,8 +35,11 @@ use crate::body::Body;
 
 use super::wake_gate::Gated;
 
-/// Idle connections kept at most; more are closed (oldest first).
+/// Idle connections kept at most per worker; more are closed (oldest first).
 const MAX_IDLE: usize = 256;
+/// Idle stacks: one per connection worker (`crate::worker`), so that a connection is taken
+/// again on the thread whose runtime watches its socket; workers beyond this share stacks.
+const IDLE_STACKS: usize = 64;
 /// An idle connection older than this is closed rather than reused (hyper-util's default was
 /// the same 60 s we configured there).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,8 +61,8 @@ pub struct Pool {
     /// `host:port`, resolved at each connect (a name can move).
     address: String,
     connect_timeout: Duration,
-    /// Most recently used at the back: taken first, while its socket is warm.
-    idle: Mutex<VecDeque<Idle>>,
+    /// Per worker, most recently used at the back: taken first, while its socket is warm.
+    idle: Vec<Mutex<VecDeque<Idle>>>,
 }
 
 /// Boxed wherever it is kept or passed: hyper's connection state is large, and moving it by
@@ -80,7 +83,9 @@ impl Pool {
         Arc::new(Self {
             address,
             connect_timeout,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..IDLE_STACKS)
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
         })
     }
 
@@ -153,8 +158,11 @@ impl Pool {
         }))
     }
 
+    /// This worker's idle stack.
     fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.idle[crate::worker::current() % IDLE_STACKS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently used idle connection that is still open and ready.
@@ -203,7 +211,10 @@ impl Pool {
     /// Idle connections held (tests).
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle().len()
+        self.idle
+            .iter()
+            .map(|stack| stack.lock().unwrap().len())
+            .sum()
     }
 }
 

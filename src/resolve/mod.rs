@@ -57,6 +57,10 @@ struct Inner {
     /// Length and sniffed type of content seen but not cached, so that a seek need not ask
     /// for the first bytes again (see `part`).
     heads: KnownHeads,
+    /// Where fetches run: the runtime the resolver was made on (the binary's control
+    /// runtime, not a connection worker's), so that a fetch's gateway reads and its clients'
+    /// writes on a worker go on side by side on separate threads. `None` outside a runtime.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 struct Entry {
@@ -79,6 +83,7 @@ impl Resolver {
                 limits,
                 flights: Mutex::new(HashMap::new()),
                 heads: KnownHeads::new(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -198,7 +203,7 @@ impl Resolver {
         let id = shared.add_reader();
         let inner = Arc::clone(&self.inner);
         let task_shared = Arc::clone(&shared);
-        let task = tokio::spawn(async move {
+        let fetch = async move {
             let complete = task_shared
                 .produce(inner.gateways.fetch(&cid), inner.limits)
                 .await;
@@ -217,7 +222,11 @@ impl Resolver {
             {
                 flights.remove(&key);
             }
-        });
+        };
+        let task = match &self.inner.runtime {
+            Some(runtime) => runtime.spawn(fetch),
+            None => tokio::spawn(fetch),
+        };
         let flight = Arc::new(Flight {
             key,
             shared,

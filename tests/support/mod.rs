@@ -89,6 +89,7 @@ pub struct ProxyBuilder {
     homeserver: SocketAddr,
     gateways: Vec<SocketAddr>,
     gateway_lines: String,
+    server_lines: String,
     sections: String,
 }
 
@@ -98,12 +99,20 @@ impl ProxyBuilder {
             homeserver,
             gateways: Vec::new(),
             gateway_lines: String::new(),
+            server_lines: String::new(),
             sections: String::new(),
         }
     }
 
     pub fn gateway(mut self, addr: SocketAddr) -> Self {
         self.gateways.push(addr);
+        self
+    }
+
+    /// A line added to `[server]`.
+    pub fn server_line(mut self, line: &str) -> Self {
+        self.server_lines.push_str(line);
+        self.server_lines.push('\n');
         self
     }
 
@@ -123,8 +132,8 @@ impl ProxyBuilder {
 
     pub fn config(&self) -> Config {
         let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n[homeserver]\nurl = \"http://{}\"\n",
-            self.homeserver
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{}[homeserver]\nurl = \"http://{}\"\n",
+            self.server_lines, self.homeserver
         );
         let gateways = if self.gateways.is_empty() {
             // A port nothing listens on: tests that never reach a gateway.

@@ -1,0 +1,61 @@
+//! Connections are served by `server.workers` threads, each with a runtime of its own, and
+//! those threads end with the server. A file of its own: it counts the process's threads.
+
+mod support;
+
+use std::time::Duration;
+
+use support::homeserver::HomeserverStub;
+use support::{bounded, client, ProxyBuilder};
+
+/// Threads of this process named `worker-N`.
+fn worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("worker-"))
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn workers_serve_every_connection_and_end_with_the_server() {
+    bounded(30, async {
+        let hs = HomeserverStub::new();
+        let proxy = ProxyBuilder::new(hs.start().await)
+            .server_line("workers = 3")
+            .start()
+            .await;
+        // They start with the serving task.
+        while worker_threads() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(worker_threads(), 3);
+        // Twelve clients, so twelve connections, dealt out in turn to the three workers.
+        let mut clients = Vec::new();
+        for n in 0..12 {
+            let url = proxy.url(&format!("/_matrix/client/versions?n={n}"));
+            clients.push(tokio::spawn(async move {
+                let client = client();
+                for _ in 0..5 {
+                    let r = client.get(&url).send().await.unwrap();
+                    assert!(r.status().is_success(), "{}", r.status());
+                    r.bytes().await.unwrap();
+                }
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+        assert_eq!(
+            hs.recorded().len(),
+            60,
+            "every request reached the homeserver"
+        );
+        proxy.stop().await;
+        while worker_threads() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
