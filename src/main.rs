@@ -67,6 +67,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_level = init_logging(&config, cli.log_format);
+    // The control runtime: accepting, shared gateway fetches, probes, signals, the admin
+    // listener. Client connections are served by the worker threads (see `server`).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
