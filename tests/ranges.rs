@@ -156,12 +156,18 @@ async fn a_near_range_waits_for_the_shared_fetch_which_fills_the_cache() {
         let r = ranged(&url(&p, &cid), "bytes=0-").await;
         assert_eq!(r.headers()["content-range"], "bytes 0-99999/100000");
         assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
-        assert_eq!(gw.ranges(&cid), [None, None]);
+        // The first fetch either finished (filling the cache) before its only reader left, or
+        // ended with it and this was a second one; never a part.
+        let asked = gw.ranges(&cid);
+        assert!(
+            (1..=2).contains(&asked.len()) && asked.iter().all(Option::is_none),
+            "{asked:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Any range now needs no gateway.
         let r = ranged(&url(&p, &cid), "bytes=90000-").await;
         assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[90_000..]);
-        assert_eq!(gw.hits(&cid), 2);
+        assert_eq!(gw.ranges(&cid), asked);
     })
     .await;
 }
