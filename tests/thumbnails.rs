@@ -230,6 +230,33 @@ async fn requests_that_map_to_one_configured_size_share_its_thumbnail() {
     .await;
 }
 
+/// A bad parameter is a 400 whether or not the thumbnail is cached (the e2e suite found a
+/// cached thumbnail answering `timeout_ms=abc` with a 200).
+#[tokio::test]
+async fn a_bad_timeout_is_refused_even_when_the_thumbnail_is_cached() {
+    bounded(60, async {
+        let (_hs, gw, proxy) = setup("").await;
+        let png = gw.add(image("pattern-1000x500.png"));
+        let url = proxy.url(&format!(
+            "/_matrix/media/v3/thumbnail/s/ipfs:{png}?width=96&height=96&method=crop"
+        ));
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        let r = client()
+            .get(format!("{url}&timeout_ms=abc"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            json(&r.bytes().await.unwrap())["errcode"],
+            "M_INVALID_PARAM"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn dynamic_mode_makes_the_exact_size() {
     bounded(60, async {

@@ -90,6 +90,8 @@ impl Thumbnailer {
         media: &IpfsMedia,
         wanted: ThumbnailRequest,
     ) -> Result<(Arc<CachedMedia>, CacheOutcome), MatrixError> {
+        // Every parameter is checked first: a bad one is a 400 even when the answer is cached.
+        let wait = waits.requested(request.uri.query())?;
         let cid = media.canonical;
         if let Some(dimensions) = self.dimensions.get(&cid) {
             let size = self
@@ -102,7 +104,6 @@ impl Thumbnailer {
                 return Ok((hit, CacheOutcome::Hit));
             }
         }
-        let wait = waits.requested(request.uri.query())?;
         let key = (cid, wanted);
         let cell = {
             let mut rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
