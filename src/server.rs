@@ -152,6 +152,12 @@ impl Server {
             }
         }
         let _ = stop_tx.send(true);
+        // Connections accepted but not handed out yet go to the workers too, which close them
+        // at once if no request is under way, rather than keeping them until the end.
+        conn_rx.close();
+        while let Some((stream, peer)) = conn_rx.recv().await {
+            workers.hand(stream, peer);
+        }
         tracing::info!("shutting down: draining in-flight requests");
         workers.drain().await;
     }
@@ -164,7 +170,13 @@ type Handed = (std::net::TcpStream, SocketAddr);
 struct Workers {
     /// Each worker's queue of new connections.
     queues: Vec<mpsc::UnboundedSender<Handed>>,
-    /// Each worker's end, once it has drained.
+    /// Each worker's word that its requests are done (or the grace period is over).
+    drained: Vec<oneshot::Receiver<()>>,
+    /// Lets the drained workers end: only once all have drained, since a socket one of them
+    /// opened (a pooled gateway connection) may carry another's request until then, and it
+    /// lives only as long as its runtime.
+    release: watch::Sender<bool>,
+    /// Each worker's end.
     ended: Vec<oneshot::Receiver<()>>,
     next: usize,
     /// Serving here instead (no workers).
@@ -190,16 +202,38 @@ impl Workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        if count > crate::worker::MAX {
+            tracing::warn!(
+                workers = count,
+                max = crate::worker::MAX,
+                "more connection workers than supported; starting the maximum"
+            );
+        }
+        let (release, released) = watch::channel(false);
         let mut workers = Workers {
             queues: Vec::new(),
+            drained: Vec::new(),
+            release,
             ended: Vec::new(),
             next: 0,
             here: None,
         };
-        for index in 1..=count {
-            match spawn_worker(index, builder.clone(), Arc::clone(app), grace) {
-                Ok((queue, ended)) => {
+        for index in 1..=count.min(crate::worker::MAX) {
+            let worker = Worker {
+                index,
+                builder: builder.clone(),
+                app: Arc::clone(app),
+                grace,
+                released: released.clone(),
+            };
+            match worker.spawn() {
+                Ok(Spawned {
+                    queue,
+                    drained,
+                    ended,
+                }) => {
                     workers.queues.push(queue);
+                    workers.drained.push(drained);
                     workers.ended.push(ended);
                 }
                 Err(error) => {
@@ -250,6 +284,10 @@ impl Workers {
     /// requests the grace period).
     async fn drain(self) {
         drop(self.queues);
+        for drained in self.drained {
+            let _ = drained.await;
+        }
+        let _ = self.release.send(true);
         for ended in self.ended {
             let _ = ended.await;
         }
@@ -259,38 +297,77 @@ impl Workers {
     }
 }
 
-/// A thread with a current-thread runtime serving the connections it is handed, until its
-/// queue closes; then it drains them and says so.
-fn spawn_worker(
+/// One connection worker, before it starts.
+struct Worker {
     index: usize,
     builder: auto::Builder<TokioExecutor>,
     app: Arc<App>,
     grace: Duration,
-) -> std::io::Result<(mpsc::UnboundedSender<Handed>, oneshot::Receiver<()>)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (queue, mut connections) = mpsc::unbounded_channel::<Handed>();
-    let (ended_tx, ended) = oneshot::channel();
-    std::thread::Builder::new()
-        .name(format!("worker-{index}"))
-        .spawn(move || {
-            crate::worker::enter(index);
-            runtime.block_on(async move {
-                let graceful = GracefulShutdown::new();
-                while let Some((stream, peer)) = connections.recv().await {
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => serve_connection(&builder, &graceful, &app, stream, peer),
-                        Err(error) => tracing::warn!(%error, "cannot serve a connection"),
+    released: watch::Receiver<bool>,
+}
+
+/// A started worker's ends: its queue of new connections, its word that it has drained, and
+/// its end.
+struct Spawned {
+    queue: mpsc::UnboundedSender<Handed>,
+    drained: oneshot::Receiver<()>,
+    ended: oneshot::Receiver<()>,
+}
+
+impl Worker {
+    /// A thread with a current-thread runtime serving the connections it is handed, until
+    /// its queue closes; then it drains them, says so, and waits to be released.
+    fn spawn(self) -> std::io::Result<Spawned> {
+        let (queue, connections) = mpsc::unbounded_channel::<Handed>();
+        let (drained_tx, drained) = oneshot::channel();
+        let (ended_tx, ended) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("worker-{}", self.index))
+            .spawn(move || {
+                crate::worker::enter(self.index);
+                // Built here, not by the caller: a runtime must not be dropped in an async
+                // context, which is where a thread that failed to start would drop it.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    // Its queue closes with it: connections go to the other workers.
+                    Err(error) => {
+                        tracing::error!(%error, index = self.index, "connection worker cannot start");
+                        return;
                     }
-                }
-                drain(graceful, grace).await;
-            });
-            // Dropping the runtime closes whatever the grace period did not finish.
-            drop(runtime);
-            let _ = ended_tx.send(());
-        })?;
-    Ok((queue, ended))
+                };
+                runtime.block_on(self.run(connections, drained_tx));
+                // Dropping the runtime closes whatever the grace period did not finish.
+                drop(runtime);
+                let _ = ended_tx.send(());
+            })?;
+        Ok(Spawned {
+            queue,
+            drained,
+            ended,
+        })
+    }
+
+    async fn run(
+        self,
+        mut connections: mpsc::UnboundedReceiver<Handed>,
+        drained: oneshot::Sender<()>,
+    ) {
+        let graceful = GracefulShutdown::new();
+        while let Some((stream, peer)) = connections.recv().await {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(&self.builder, &graceful, &self.app, stream, peer),
+                Err(error) => tracing::warn!(%error, "cannot serve a connection"),
+            }
+        }
+        drain(graceful, self.grace).await;
+        let _ = drained.send(());
+        // Released once every worker has drained, or when the server is gone.
+        let mut released = self.released;
+        let _ = released.wait_for(|released| *released).await;
+    }
 }
 
 /// Serves one client connection on this runtime, as a task of its own.

@@ -4,6 +4,11 @@
 
 use std::cell::Cell;
 
+/// Workers at most; per-worker state is kept in `SLOTS` slots, one per worker and slot 0 for
+/// every other thread, so no two runtimes share one.
+pub const MAX: usize = 63;
+pub const SLOTS: usize = MAX + 1;
+
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
@@ -13,7 +18,8 @@ pub fn enter(index: usize) {
     INDEX.with(|i| i.set(index));
 }
 
-/// This thread's worker index; 0 outside the workers (tests, the control runtime).
+/// This thread's worker index (below [`SLOTS`]); 0 outside the workers (tests, the control
+/// runtime).
 pub fn current() -> usize {
-    INDEX.with(Cell::get)
+    INDEX.with(Cell::get).min(MAX)
 }

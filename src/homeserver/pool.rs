@@ -38,8 +38,8 @@ use super::wake_gate::Gated;
 /// Idle connections kept at most per worker; more are closed (oldest first).
 const MAX_IDLE: usize = 256;
 /// Idle stacks: one per connection worker (`crate::worker`), so that a connection is taken
-/// again on the thread whose runtime watches its socket; workers beyond this share stacks.
-const IDLE_STACKS: usize = 64;
+/// again on the thread whose runtime watches its socket.
+const IDLE_STACKS: usize = crate::worker::SLOTS;
 /// An idle connection older than this is closed rather than reused (hyper-util's default was
 /// the same 60 s we configured there).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -160,7 +160,7 @@ impl Pool {
 
     /// This worker's idle stack.
     fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        self.idle[crate::worker::current() % IDLE_STACKS]
+        self.idle[crate::worker::current()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
