@@ -115,7 +115,7 @@ impl Content {
         media: &IpfsMedia,
         wait: Duration,
     ) -> Result<(Content, CacheOutcome), MatrixError> {
-        Self::from_resolved(resolver.resolve(media), wait).await
+        Self::from_resolved(resolver.resolve(media), wait, wait).await
     }
 
     /// For a request of the range `wanted`: the item, or the range fetched on its own when
@@ -129,7 +129,7 @@ impl Content {
     ) -> Result<Ranged, MatrixError> {
         match resolver.resolve_range(media, &wanted) {
             RangePlan::Shared(resolved) => {
-                let (content, outcome) = Self::from_resolved(resolved, wait).await?;
+                let (content, outcome) = Self::from_resolved(resolved, wait, wait).await?;
                 Ok(Ranged::Content(content, outcome))
             }
             RangePlan::Apart(known) => {
@@ -146,7 +146,7 @@ impl Content {
                         tracing::debug!(%error, "range fetch failed; fetching the whole");
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                         let (content, outcome) =
-                            Self::from_resolved(resolver.resolve(media), left).await?;
+                            Self::from_resolved(resolver.resolve(media), left, wait).await?;
                         Ok(Ranged::Content(content, outcome))
                     }
                     Err(error) => Err(error.to_matrix()),
@@ -155,9 +155,11 @@ impl Content {
         }
     }
 
+    /// Waits `wait` for the first bytes; a timeout names `asked`, the client's whole wait.
     async fn from_resolved(
         resolved: Resolved,
         wait: Duration,
+        asked: Duration,
     ) -> Result<(Content, CacheOutcome), MatrixError> {
         match resolved {
             Resolved::Cached(item) => Ok((Content::Whole(item), CacheOutcome::Hit)),
@@ -167,7 +169,7 @@ impl Content {
             } => {
                 let head = tokio::time::timeout(wait, subscription.head())
                     .await
-                    .map_err(|_| not_in_time(wait))?
+                    .map_err(|_| not_in_time(asked))?
                     .map_err(|e| e.to_matrix())?;
                 let outcome = if joined {
                     CacheOutcome::Joined
