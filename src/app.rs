@@ -134,7 +134,7 @@ impl App {
     /// an admin says "read the lists now".
     pub fn reload(&self, new: &Config) -> Result<Changes, ReloadError> {
         let mut running = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let changes = Changes::between(&running, new);
+        let mut changes = Changes::between(&running, new);
         // First what can fail as a whole, so that a failure leaves everything as it was.
         if running.gateways != new.gateways || running.retrieval != new.retrieval {
             self.resolver
@@ -155,6 +155,8 @@ impl App {
             Err(error) => {
                 tracing::error!(%error, "denylist cannot be used: keeping the previous lists");
                 in_force.denylist = running.denylist.clone();
+                // Not applied, so not reported as applied.
+                changes.applied.retain(|key| *key != "denylist");
             }
         }
         *running = in_force;

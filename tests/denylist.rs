@@ -250,6 +250,14 @@ async fn reload_swaps_gateways_and_timeouts_and_reports_the_rest() {
         let changes = proxy.app.reload(&broken).unwrap();
         assert_eq!(changes.applied, ["media.default_timeout"]);
         assert_eq!(proxy.app.denylist().current().len(), 0);
+        // Also when the broken list is a new path: not reported as applied, since it is not.
+        let other = dir.path().join("other.deny");
+        write_list(&other, "garbage\n");
+        let mut moved = broken.clone();
+        moved.denylist.paths = vec![other];
+        moved.media.default_timeout = Duration::from_secs(4);
+        let changes = proxy.app.reload(&moved).unwrap();
+        assert_eq!(changes.applied, ["media.default_timeout"]);
         proxy.stop().await;
     })
     .await;
