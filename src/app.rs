@@ -252,9 +252,8 @@ impl App {
             .as_ref()
             .filter(|_| Advertisement::applies_to(request.method(), request.uri().path()));
         let watched = self.tokens.watch(&request);
-        let path = request.uri().path().to_owned();
         let response = self.homeserver.forward(request, peer).await?;
-        self.tokens.observe(watched, &path, response.status());
+        self.tokens.observe(watched, response.status());
         match advertise {
             Some(advertisement) => advertisement.edit(response).await,
             None => Ok(response),

@@ -39,7 +39,30 @@ pub struct TokenChecker {
 pub struct Watched {
     authorization: Option<HeaderValue>,
     query_token: Option<String>,
-    post: bool,
+    /// What a success would end, read from the request so no path is kept for the answer.
+    logout: Logout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logout {
+    No,
+    /// `POST /logout`: this token.
+    One,
+    /// `POST /logout/all`: every token of its user.
+    All,
+}
+
+impl Logout {
+    fn of(method: &http::Method, path: &str) -> Self {
+        if method != http::Method::POST {
+            return Logout::No;
+        }
+        match path {
+            "/_matrix/client/v3/logout" | "/_matrix/client/r0/logout" => Logout::One,
+            "/_matrix/client/v3/logout/all" | "/_matrix/client/r0/logout/all" => Logout::All,
+            _ => Logout::No,
+        }
+    }
 }
 
 impl TokenChecker {
@@ -69,22 +92,18 @@ impl TokenChecker {
         Some(Watched {
             authorization,
             query_token,
-            post: request.method() == http::Method::POST,
+            logout: Logout::of(request.method(), request.uri().path()),
         })
     }
 
     /// After it: a logout through us, or a 401 for a token, ends our memory of that token
     /// (a logout straight at the homeserver is honoured within `auth.token_cache_ttl`).
-    pub fn observe(&self, watched: Option<Watched>, path: &str, status: StatusCode) {
+    pub fn observe(&self, watched: Option<Watched>, status: StatusCode) {
         let Some(watched) = watched else {
             return;
         };
-        let logout = watched.post
-            && status.is_success()
-            && (path == "/_matrix/client/v3/logout" || path == "/_matrix/client/r0/logout");
-        let logout_all = watched.post
-            && status.is_success()
-            && (path == "/_matrix/client/v3/logout/all" || path == "/_matrix/client/r0/logout/all");
+        let logout = status.is_success() && watched.logout == Logout::One;
+        let logout_all = status.is_success() && watched.logout == Logout::All;
         if !(logout || logout_all || status == StatusCode::UNAUTHORIZED) {
             return;
         }
