@@ -70,16 +70,6 @@ impl Thumbnailer {
         }
     }
 
-    /// The size `wanted` maps to for a source of `width` x `height`; `None` when no
-    /// configured size has its method.
-    fn size_for(
-        &self,
-        wanted: &ThumbnailRequest,
-        (width, height): (u32, u32),
-    ) -> Option<ThumbnailSize> {
-        size_for(self.dynamic, &self.sizes, wanted, (width, height))
-    }
-
     /// The thumbnail `wanted` (see [`requested`]) as cached bytes (`sniffed` holds its
     /// content type), and where the source came from.
     pub async fn get(
@@ -94,8 +84,7 @@ impl Thumbnailer {
         let wait = waits.requested(request.uri.query())?;
         let cid = media.canonical;
         if let Some(dimensions) = self.dimensions.get(&cid) {
-            let size = self
-                .size_for(&wanted, dimensions)
+            let size = size_for(self.dynamic, &self.sizes, &wanted, dimensions)
                 .ok_or_else(no_such_size)?;
             if let Some(hit) = self
                 .cache
