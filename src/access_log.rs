@@ -13,16 +13,7 @@ use pin_project_lite::pin_project;
 use std::sync::LazyLock;
 
 use crate::metrics::{RouteSeries, METRICS};
-
-/// What kind of request this was, for logs (and, later, metric labels: a small fixed set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
-    Passthrough,
-    Download,
-    Thumbnail,
-    Federation,
-    Preflight,
-}
+use crate::router::RouteKind;
 
 /// One set of series per route kind, in `RouteKind` order.
 static SERIES: LazyLock<[RouteSeries; 5]> = LazyLock::new(|| {
@@ -39,16 +30,6 @@ static SERIES: LazyLock<[RouteSeries; 5]> = LazyLock::new(|| {
 impl RouteKind {
     fn series(self) -> &'static RouteSeries {
         &SERIES[self as usize]
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Passthrough => "passthrough",
-            RouteKind::Download => "download",
-            RouteKind::Thumbnail => "thumbnail",
-            RouteKind::Federation => "federation",
-            RouteKind::Preflight => "preflight",
-        }
     }
 }
 

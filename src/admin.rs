@@ -4,22 +4,38 @@
 //! - `GET /health`: 200 while the process serves;
 //! - `GET /ready`: 200 when the homeserver answers and at least one gateway passes its probe,
 //!   else 503 with a JSON reason.
+//!
+//! It knows nothing of the app: it is handed a readiness check and a hook that brings the
+//! gauges up to date before a scrape, as linkerd2-proxy's admin is handed a latch and a
+//! renderer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::app::App;
 use crate::body::{self, Body};
 
-pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
+/// What `/ready` asks: `Err(reason)` when not ready.
+pub type ReadyFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// What the admin listener is handed.
+#[derive(Clone)]
+pub struct Admin {
+    /// Runs before `/metrics` renders (gauges that are read, not pushed: the cache's size).
+    pub before_scrape: Arc<dyn Fn() + Send + Sync>,
+    pub readiness: Arc<dyn Fn() -> ReadyFuture + Send + Sync>,
+}
+
+pub async fn handle<B>(admin: Admin, request: Request<B>) -> Response<Body> {
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match request.uri().path() {
         "/metrics" => {
-            app.resolver().cache().report();
+            (admin.before_scrape)();
             let mut response = Response::new(body::full(crate::metrics::render()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -30,7 +46,7 @@ pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
             response
         }
         "/health" => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
-        "/ready" => match app.readiness().await {
+        "/ready" => match (admin.readiness)().await {
             Ok(()) => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
             Err(reason) => json(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -13,30 +13,30 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::access_log::{InFlight, Logged, RequestLog, RouteKind};
+use crate::access_log::{InFlight, Logged, RequestLog};
 use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
 use crate::cache::MediaCache;
 use crate::capabilities::Advertisement;
 use crate::config::{Config, ThumbnailMethod};
 use crate::denylist::Denylists;
-use crate::error::MatrixError;
+use crate::error::RequestError;
 use crate::forwarding::Peer;
 use crate::homeserver::Homeserver;
 use crate::ipfs::pool::Gateways;
-use crate::media::content::Content;
-use crate::media::content::{CacheOutcome, Waits};
 use crate::media::headers;
-use crate::media::media_id::{self, IpfsMedia, MediaIdError};
+use crate::media::query::MediaQuery;
+use crate::media::sniff;
 use crate::media::thumbnail::{
     Limits as ThumbnailLimits, Method as ThumbnailMethodKind, ThumbnailSize,
 };
-use crate::media::thumbnail_answer::{self, Thumbnailer};
-use crate::media::{download, federation, sniff};
 use crate::reload::Changes;
 use crate::resolve::{Limits, Resolver};
-use crate::router::{self, Access, Action};
-use crate::server::StartError;
+use crate::respond::content::Content;
+use crate::respond::content::{CacheOutcome, Waits};
+use crate::respond::thumbnail::{self, Thumbnailer};
+use crate::respond::{download, federation};
+use crate::router::{self, Access, Action, MediaRequest, Route, RouteConfig};
 
 pub struct App {
     homeserver: Homeserver,
@@ -48,9 +48,18 @@ pub struct App {
     /// The configuration in force, to tell what a reload changes.
     config: Mutex<Config>,
     legacy_unauthenticated: bool,
-    alias_prefix: String,
+    routes: RouteConfig,
     advertisement: Option<Advertisement>,
     thumbnails: Option<Thumbnailer>,
+}
+
+/// Why the app could not be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot build the gateway client: {0}")]
+    Gateways(#[from] reqwest::Error),
+    #[error("cannot read the denylist: {0}")]
+    Denylist(#[from] crate::denylist::LoadError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,16 +75,8 @@ fn waits(config: &Config) -> Waits {
     }
 }
 
-/// An ipfs media request, owned so the request itself can move on.
-struct IpfsRequest {
-    access: Access,
-    action: Action,
-    media: Result<IpfsMedia, MediaIdError>,
-    file_name: Option<String>,
-}
-
 impl App {
-    pub fn new(config: &Config) -> Result<Self, StartError> {
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
         let homeserver = Homeserver::new(&config.homeserver);
         let tokens = TokenChecker::new(
             homeserver.clone(),
@@ -112,7 +113,11 @@ impl App {
             denylist,
             config: Mutex::new(config.clone()),
             legacy_unauthenticated: config.media.legacy_unauthenticated,
-            alias_prefix: config.media.id_alias_prefix.clone(),
+            routes: RouteConfig {
+                alias_prefix: config.media.id_alias_prefix.clone(),
+                thumbnails: thumbnails.is_some(),
+                capabilities: config.capabilities.advertise_ipfs,
+            },
             advertisement: config
                 .capabilities
                 .advertise_ipfs
@@ -163,6 +168,19 @@ impl App {
         Ok(changes)
     }
 
+    /// The admin listener's view of the app: readiness, and the cache gauges brought up to
+    /// date before a scrape.
+    pub fn admin(self: &Arc<Self>) -> crate::admin::Admin {
+        let (ready, scrape) = (Arc::clone(self), Arc::clone(self));
+        crate::admin::Admin {
+            before_scrape: Arc::new(move || scrape.resolver.cache().report()),
+            readiness: Arc::new(move || {
+                let app = Arc::clone(&ready);
+                Box::pin(async move { app.readiness().await })
+            }),
+        }
+    }
+
     /// Ready to serve: the homeserver answers, and at least one gateway passes its probe.
     pub async fn readiness(&self) -> Result<(), String> {
         let probe = http::Request::get("/_matrix/client/versions")
@@ -180,30 +198,27 @@ impl App {
         Ok(())
     }
 
+    /// Every request: routed once, then answered by the handler its route names. Never fails:
+    /// a failure becomes its Matrix JSON answer here, and every request is logged once.
     pub async fn handle(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
         let in_flight = InFlight::enter();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (route, result) =
-            match ipfs_request(&request, &self.alias_prefix, self.thumbnails.is_some()) {
-                Some(ipfs) => {
-                    let (parts, _body) = request.into_parts();
-                    let route = match (parts.method == Method::OPTIONS, ipfs.access) {
-                        (true, _) => RouteKind::Preflight,
-                        (false, Access::Federation) => RouteKind::Federation,
-                        (false, _) if ipfs.action == Action::Thumbnail => RouteKind::Thumbnail,
-                        (false, _) => RouteKind::Download,
-                    };
-                    (route, self.serve_ipfs(&parts, ipfs, &peer).await)
-                }
-                None => (
-                    RouteKind::Passthrough,
-                    self.pass_through(request, &peer).await,
-                ),
-            };
+        let route = router::classify(&method, &path, &self.routes);
+        let kind = route.kind();
+        let result = match route {
+            Route::Passthrough => self.pass_through(request, &peer).await,
+            Route::Capabilities => self.capabilities(request, &peer).await,
+            Route::Preflight => Ok(preflight()),
+            Route::Media(media) => {
+                let (parts, _body) = request.into_parts();
+                self.media(&parts, media, &peer).await
+            }
+        };
         let response = result.unwrap_or_else(|error| {
-            if error.status.is_server_error() {
+            let matrix = error.to_matrix();
+            if matrix.status.is_server_error() {
                 tracing::warn!(%path, %error, "request failed");
             } else {
                 tracing::debug!(%path, %error, "request refused");
@@ -231,7 +246,7 @@ impl App {
         let log = RequestLog {
             method,
             path,
-            route,
+            route: kind,
             cache,
             status,
             announced,
@@ -241,140 +256,123 @@ impl App {
         response.map(|body| Logged::new(body, log).boxed())
     }
 
-    /// Everything that is not ours; the capabilities answer is the one we may edit.
+    /// Everything that is not ours, to the homeserver untouched (a logout it confirms also
+    /// forgets the token here).
     async fn pass_through(
         &self,
         request: Request<Body>,
         peer: &Peer,
-    ) -> Result<Response<Body>, MatrixError> {
-        let advertise = self
-            .advertisement
-            .as_ref()
-            .filter(|_| Advertisement::applies_to(request.method(), request.uri().path()));
+    ) -> Result<Response<Body>, RequestError> {
         let watched = self.tokens.watch(&request);
         let response = self.homeserver.forward(request, peer).await?;
         self.tokens.observe(watched, response.status());
-        match advertise {
-            Some(advertisement) => advertisement.edit(response).await,
+        Ok(response)
+    }
+
+    /// # GET `/_matrix/client/{v3,r0}/capabilities` (with `capabilities.advertise_ipfs`)
+    ///
+    /// The homeserver's answer with `m.ipfs` added: the one response we edit.
+    async fn capabilities(
+        &self,
+        request: Request<Body>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, RequestError> {
+        let response = self.pass_through(request, peer).await?;
+        match &self.advertisement {
+            Some(advertisement) => Ok(advertisement.edit(response).await?),
             None => Ok(response),
         }
     }
 
-    async fn serve_ipfs(
+    /// # GET/HEAD `/_matrix/media/{r0,v1,v3}/{download,thumbnail}/{server}/ipfs_{cid}...`
+    /// # GET/HEAD `/_matrix/client/v1/media/{download,thumbnail}/{server}/ipfs_{cid}...`
+    /// # GET `/_matrix/federation/v1/media/{download,thumbnail}/ipfs_{cid}`
+    ///
+    /// (and the unstable MSC3916 aliases, and `ipfs:` for `ipfs_`): the caller is
+    /// authorised, the CID checked against the denylist, then the answer its action names.
+    async fn media(
         &self,
         request: &Parts,
-        ipfs: IpfsRequest,
+        route: MediaRequest<'_>,
         peer: &Peer,
-    ) -> Result<Response<Body>, MatrixError> {
-        if request.method == Method::OPTIONS {
-            return Ok(preflight());
+    ) -> Result<Response<Body>, RequestError> {
+        if let Some(refused) = self.authorise(request, route.access, peer).await? {
+            return Ok(refused);
         }
-        match ipfs.access {
-            Access::Legacy if !self.legacy_unauthenticated => {
-                return Err(MatrixError::not_found(
-                    "unauthenticated media downloads are disabled on this server",
-                ));
-            }
-            Access::Legacy => {}
-            Access::Authenticated => match self.tokens.check(request, peer).await? {
-                Verdict::Accepted { .. } => {}
-                Verdict::Refused(response) => return Ok(response),
-            },
-            Access::Federation => {
-                match auth::check_federation(&self.homeserver, request, peer).await? {
-                    FederationVerdict::Ours => {}
-                    FederationVerdict::Homeserver(response) => return Ok(response),
-                }
-            }
-        }
-        let media = ipfs
-            .media
-            .map_err(|e| MatrixError::not_found(e.to_string()))?;
+        let media = route.media?;
         // After authentication (a refused caller learns nothing about the list), before any
         // cache lookup or fetch (blocked content is never fetched, and a cached copy from
         // before the block is not served).
         if self.denylist.blocks(&media.cid) {
-            tracing::warn!(cid = %media.cid, route = ?ipfs.access, "refused: the CID is on a denylist");
-            return Err(MatrixError::not_found(
-                "this media is blocked on this server",
-            ));
+            tracing::warn!(cid = %media.cid, route = ?route.access, "refused: the CID is on a denylist");
+            return Err(RequestError::Blocked);
         }
+        let query = MediaQuery::parse(request.uri.query());
         let waits = **self.waits.load();
-        match (ipfs.access, ipfs.action, &self.thumbnails) {
-            (Access::Federation, Action::Download, _) => {
-                let wait = waits.requested(request.uri.query())?;
+        let thumbnails = || {
+            self.thumbnails
+                .as_ref()
+                .ok_or(RequestError::ThumbnailsDisabled)
+        };
+        match (route.access, route.action) {
+            (Access::Federation, Action::Download) => {
+                let wait = waits.requested(&query)?;
                 let (content, outcome) = Content::get(&self.resolver, &media, wait).await?;
                 let content_type = sniff::resolve(content.sniffed(), None);
-                let mut response =
-                    federation::respond(content, &content_type, &federation::boundary());
-                response.extensions_mut().insert(outcome);
-                return Ok(response);
+                Ok(federation::respond(content, &content_type, outcome))
             }
-            (Access::Federation, Action::Thumbnail, Some(thumbnails)) => {
-                let wanted = thumbnail_answer::requested(request)?;
-                let (item, outcome) = thumbnails
-                    .get(&self.resolver, waits, request, &media, wanted)
+            (Access::Federation, Action::Thumbnail) => {
+                let wanted = thumbnail::requested(&query)?;
+                let (item, outcome) = thumbnails()?
+                    .get(&self.resolver, waits, &query, &media, wanted)
                     .await?;
                 let content_type = item.sniffed.unwrap_or("application/octet-stream");
-                let mut response = federation::respond(
+                Ok(federation::respond(
                     Content::Whole(item),
                     content_type,
-                    &federation::boundary(),
-                );
-                response.extensions_mut().insert(outcome);
-                return Ok(response);
+                    outcome,
+                ))
             }
-            (_, Action::Thumbnail, Some(thumbnails)) => {
-                return thumbnail_answer::respond(
-                    thumbnails,
+            (_, Action::Thumbnail) => {
+                thumbnail::respond(
+                    thumbnails()?,
                     &self.resolver,
                     waits,
                     request,
+                    &query,
                     &media,
                 )
-                .await;
+                .await
             }
-            // Routing sends thumbnails here only when they are enabled.
-            (_, Action::Thumbnail, None) => {
-                return Err(MatrixError::not_found("thumbnails are disabled"));
+            (_, Action::Download) => {
+                let file_name = route.file_name.as_deref();
+                download::download(&self.resolver, waits, request, &query, &media, file_name).await
             }
-            (_, Action::Download, _) => {}
         }
-        download::download(
-            &self.resolver,
-            waits,
-            request,
-            &media,
-            ipfs.file_name.as_deref(),
-        )
-        .await
     }
-}
 
-/// Our request when it is a GET/HEAD/OPTIONS of an ipfs media ID on a media route (federation:
-/// GET only). With thumbnails turned off, thumbnail requests go to the homeserver, which
-/// answers as it does for media it cannot thumbnail.
-fn ipfs_request<B>(
-    request: &Request<B>,
-    alias_prefix: &str,
-    thumbnails_enabled: bool,
-) -> Option<IpfsRequest> {
-    let method = request.method();
-    let path = router::classify(request.uri().path())?;
-    let allowed = match path.access {
-        Access::Federation => *method == Method::GET,
-        _ => matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
-    };
-    if !allowed || (path.action == Action::Thumbnail && !thumbnails_enabled) {
-        return None;
+    /// `Some(answer)` when the homeserver refused the caller (its answer, unchanged).
+    async fn authorise(
+        &self,
+        request: &Parts,
+        access: Access,
+        peer: &Peer,
+    ) -> Result<Option<Response<Body>>, RequestError> {
+        match access {
+            Access::Legacy if !self.legacy_unauthenticated => Err(RequestError::LegacyDisabled),
+            Access::Legacy => Ok(None),
+            Access::Authenticated => match self.tokens.check(request, peer).await? {
+                Verdict::Accepted { .. } => Ok(None),
+                Verdict::Refused(response) => Ok(Some(response)),
+            },
+            Access::Federation => {
+                match auth::check_federation(&self.homeserver, request, peer).await? {
+                    FederationVerdict::Ours => Ok(None),
+                    FederationVerdict::Homeserver(response) => Ok(Some(response)),
+                }
+            }
+        }
     }
-    let media = media_id::parse(&path.media_id, alias_prefix)?;
-    Some(IpfsRequest {
-        access: path.access,
-        action: path.action,
-        media,
-        file_name: path.file_name.map(|f| f.into_owned()),
-    })
 }
 
 fn thumbnailer(config: &Config, cache: MediaCache) -> Thumbnailer {

@@ -25,7 +25,7 @@ pub struct CachedMedia {
     pub bytes: Bytes,
     /// What the bytes sniffed as (see `media::sniff`); a thumbnail's own type.
     pub sniffed: Option<&'static str>,
-    /// Made on the first download of the item and kept with it (`media::download`).
+    /// Made on the first download of the item and kept with it (`respond::download`).
     prepared: OnceLock<Prepared>,
 }
 

@@ -9,17 +9,16 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::body::{self, Body};
-use crate::error::MatrixError;
 
-const PATHS: [&str; 2] = [
-    "/_matrix/client/v3/capabilities",
-    "/_matrix/client/r0/capabilities",
-];
+/// The homeserver's capabilities answer broke off or was over the size we read.
+#[derive(Debug, thiserror::Error)]
+#[error("the homeserver's capabilities could not be read")]
+pub struct Unreadable;
 const STABLE: &str = "m.ipfs";
 const UNSTABLE: &str = "io.t2bot.ipfs";
 /// A capabilities answer is a few KiB; more than this is passed on unread.
@@ -43,12 +42,8 @@ impl Advertisement {
         }
     }
 
-    pub fn applies_to(method: &Method, path: &str) -> bool {
-        *method == Method::GET && PATHS.contains(&path)
-    }
-
     /// The homeserver's response with the capability added, or unchanged.
-    pub async fn edit(&self, response: Response<Body>) -> Result<Response<Body>, MatrixError> {
+    pub async fn edit(&self, response: Response<Body>) -> Result<Response<Body>, Unreadable> {
         let headers = response.headers();
         let is_json = headers
             .get(header::CONTENT_TYPE)
@@ -61,9 +56,9 @@ impl Advertisement {
             return Ok(response);
         }
         let (mut parts, body) = response.into_parts();
-        let bytes = body::collect_limited(body, MAX_BODY).await.map_err(|_| {
-            MatrixError::bad_gateway("the homeserver's capabilities could not be read")
-        })?;
+        let bytes = body::collect_limited(body, MAX_BODY)
+            .await
+            .map_err(|_| Unreadable)?;
         let edited = match splice(&bytes, &self.entries) {
             Some(edited) => Bytes::from(edited),
             None => bytes,
@@ -142,25 +137,5 @@ mod tests {
         assert!(splice(br#"{"capabilities": []}"#, &entries()).is_none());
         assert!(splice(br#"{"capabilities": {"m.ipfs": {}}}"#, &entries()).is_none());
         assert!(splice(br#"{"other": {}}"#, &entries()).is_none());
-    }
-
-    #[test]
-    fn only_capabilities_gets_are_edited() {
-        assert!(Advertisement::applies_to(
-            &Method::GET,
-            "/_matrix/client/v3/capabilities"
-        ));
-        assert!(Advertisement::applies_to(
-            &Method::GET,
-            "/_matrix/client/r0/capabilities"
-        ));
-        assert!(!Advertisement::applies_to(
-            &Method::POST,
-            "/_matrix/client/v3/capabilities"
-        ));
-        assert!(!Advertisement::applies_to(
-            &Method::GET,
-            "/_matrix/client/v3/capabilities/x"
-        ));
     }
 }

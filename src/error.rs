@@ -1,14 +1,187 @@
-//! What a client sees when we answer with an error: one mapping from failure to status and
-//! Matrix `errcode`, so every refusal has the shape `{"errcode": "M_...", "error": "..."}`.
+//! What a client sees when we answer with an error. The layers below return their own typed
+//! errors; [`RequestError`] gathers every failure a request can meet, and
+//! [`RequestError::to_matrix`] is the one mapping from failure to status, Matrix `errcode`
+//! and message, so every refusal has the shape `{"errcode": "M_...", "error": "..."}`. No
+//! errcode string is written anywhere else (a test in `tests/architecture.rs` checks).
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::ipfs::gateway::FetchError;
 use crate::media::headers::{media_security, NO_STORE};
+use crate::media::media_id::MediaIdError;
+use crate::media::query::QueryError;
+use crate::media::range::unsatisfied_range;
+use crate::media::thumbnail::{ParamError, ThumbnailError};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every way a request that we answer ourselves can fail.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    #[error("unauthenticated media downloads are disabled")]
+    LegacyDisabled,
+    #[error(transparent)]
+    MediaId(#[from] MediaIdError),
+    #[error("the CID is on a denylist")]
+    Blocked,
+    /// Routing sends thumbnails to us only when they are enabled; kept for completeness.
+    #[error("thumbnails are disabled")]
+    ThumbnailsDisabled,
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    ThumbnailParam(#[from] ParamError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The first bytes did not arrive within the client's `timeout_ms`.
+    #[error("the content did not arrive within {0:?}")]
+    NotInTime(Duration),
+    #[error("the range is outside the content's {total} bytes")]
+    RangeNotSatisfiable { total: u64 },
+    /// The thumbnail source is over `thumbnails.max_source_bytes`.
+    #[error("the thumbnail source is too large")]
+    ThumbnailSourceTooLarge,
+    /// Not an image, corrupt, too many pixels: Synapse's "no thumbnails" answer.
+    #[error("no thumbnail: {0}")]
+    NoThumbnail(String),
+    /// No configured size has the requested method.
+    #[error("no thumbnail of that kind is configured")]
+    NoSuchThumbnailSize,
+    /// A render was lost (its task panicked or the runtime is stopping).
+    #[error("thumbnailing failed: {0}")]
+    RenderFailed(&'static str),
+    #[error("the homeserver's capabilities could not be read")]
+    Capabilities,
+    #[error("the request handler panicked")]
+    Panic,
+    /// An answer already decided by the layer that met it (authentication against the
+    /// homeserver, the homeserver client).
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+}
+
+impl From<crate::capabilities::Unreadable> for RequestError {
+    fn from(_: crate::capabilities::Unreadable) -> Self {
+        RequestError::Capabilities
+    }
+}
+
+impl From<ThumbnailError> for RequestError {
+    fn from(error: ThumbnailError) -> Self {
+        match error {
+            ThumbnailError::SourceTooLarge { .. } => RequestError::ThumbnailSourceTooLarge,
+            other => RequestError::NoThumbnail(other.to_string()),
+        }
+    }
+}
+
+impl RequestError {
+    /// The one mapping: what the client is told.
+    pub fn to_matrix(&self) -> MatrixError {
+        use RequestError as E;
+        match self {
+            E::LegacyDisabled => {
+                not_found("unauthenticated media downloads are disabled on this server")
+            }
+            E::MediaId(error) => not_found(error.to_string()),
+            E::Blocked => not_found("this media is blocked on this server"),
+            E::ThumbnailsDisabled => not_found("thumbnails are disabled"),
+            E::Query(QueryError::Timeout) => MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+                "timeout_ms must be a non-negative integer",
+            ),
+            E::ThumbnailParam(error) => {
+                let errcode = match error {
+                    ParamError::Missing(_) => "M_MISSING_PARAM",
+                    ParamError::Invalid { .. } => "M_INVALID_PARAM",
+                };
+                MatrixError::new(StatusCode::BAD_REQUEST, errcode, error.to_string())
+            }
+            E::Fetch(error) => fetch(error),
+            E::NotInTime(wait) => not_yet_uploaded(format!(
+                "the content did not arrive from IPFS within {} ms",
+                wait.as_millis()
+            )),
+            E::RangeNotSatisfiable { total } => MatrixError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "M_UNKNOWN",
+                format!("the requested range is outside the content's {total} bytes"),
+            ),
+            // The spec's answer for a source over the limit.
+            E::ThumbnailSourceTooLarge => MatrixError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "M_TOO_LARGE",
+                "Content is too large to thumbnail",
+            ),
+            // Synapse (with `dynamic_thumbnails` off, its default) answers any media it made
+            // no thumbnails of with this.
+            E::NoThumbnail(_) => MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                "Cannot find any thumbnails for the requested media",
+            ),
+            E::NoSuchThumbnailSize => not_found("no thumbnail of that kind is configured"),
+            E::RenderFailed(why) => bad_gateway(*why),
+            E::Capabilities => bad_gateway("the homeserver's capabilities could not be read"),
+            E::Panic => MatrixError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "M_UNKNOWN",
+                "internal error",
+            ),
+            E::Matrix(error) => error.clone(),
+        }
+    }
+
+    /// The JSON answer, with the headers some failures carry.
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = self.to_matrix().into_response();
+        if let RequestError::RangeNotSatisfiable { total } = self {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, unsatisfied_range(total));
+        }
+        response
+    }
+}
+
+fn fetch(error: &FetchError) -> MatrixError {
+    match error {
+        FetchError::NotFound => not_found("the IPFS gateways could not find this content"),
+        FetchError::Timeout => {
+            not_yet_uploaded("the content could not be fetched from IPFS in time; try again later")
+        }
+        FetchError::TooLarge { limit } => MatrixError::new(
+            StatusCode::BAD_GATEWAY,
+            "M_TOO_LARGE",
+            format!("the content is larger than this server's {limit}-byte limit"),
+        ),
+        // The details (gateway addresses, transport errors) are for the log, not clients.
+        FetchError::Upstream(_) => bad_gateway("the IPFS gateways could not deliver this content"),
+        FetchError::Unverified(_) => bad_gateway("no IPFS gateway served content matching the CID"),
+        FetchError::NotAFile(kind) => not_found(format!("this CID is {kind}, not a file")),
+        FetchError::Unsupported(reason) => not_found(reason.clone()),
+    }
+}
+
+fn not_found(message: impl Into<Cow<'static, str>>) -> MatrixError {
+    MatrixError::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
+}
+
+/// The spec's answer when content did not arrive within `timeout_ms`.
+fn not_yet_uploaded(message: impl Into<Cow<'static, str>>) -> MatrixError {
+    MatrixError::new(StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED", message)
+}
+
+fn bad_gateway(message: impl Into<Cow<'static, str>>) -> MatrixError {
+    MatrixError::bad_gateway(message)
+}
+
+/// What the client is told: a status, a Matrix `errcode` and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {errcode}: {message}", status.as_u16())]
 pub struct MatrixError {
     pub status: StatusCode,
     pub errcode: &'static str,
@@ -26,19 +199,6 @@ impl MatrixError {
             errcode,
             message: message.into(),
         }
-    }
-
-    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
-    }
-
-    /// The spec's answer when content did not arrive within `timeout_ms`.
-    pub fn not_yet_uploaded(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED", message)
-    }
-
-    pub fn too_large(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "M_TOO_LARGE", message)
     }
 
     /// Something upstream (homeserver or gateway) failed; not the client's fault.
@@ -63,18 +223,6 @@ impl MatrixError {
     }
 }
 
-impl std::fmt::Display for MatrixError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.errcode,
-            self.message
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn error_body_headers_and_status() {
-        let response = MatrixError::not_yet_uploaded("not there yet").into_response();
+        let response = RequestError::NotInTime(Duration::from_millis(250)).into_response();
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
         let h = response.headers().clone();
         assert_eq!(h["content-type"], "application/json");
@@ -91,6 +239,112 @@ mod tests {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["errcode"], "M_NOT_YET_UPLOADED");
-        assert_eq!(v["error"], "not there yet");
+        assert_eq!(
+            v["error"],
+            "the content did not arrive from IPFS within 250 ms"
+        );
+    }
+
+    #[test]
+    fn an_unsatisfiable_range_names_the_length() {
+        let response = RequestError::RangeNotSatisfiable { total: 42 }.into_response();
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(response.headers()["content-range"], "bytes */42");
+    }
+
+    /// The whole mapping, pinned: every failure, its status and errcode.
+    #[test]
+    fn every_failure_has_its_status_and_errcode() {
+        use RequestError as E;
+        let cases: Vec<(RequestError, u16, &str)> = vec![
+            (E::LegacyDisabled, 404, "M_NOT_FOUND"),
+            (
+                E::MediaId(MediaIdError::InvalidCid("x".into())),
+                404,
+                "M_NOT_FOUND",
+            ),
+            (E::Blocked, 404, "M_NOT_FOUND"),
+            (E::ThumbnailsDisabled, 404, "M_NOT_FOUND"),
+            (E::Query(QueryError::Timeout), 400, "M_INVALID_PARAM"),
+            (
+                E::ThumbnailParam(ParamError::Missing("width")),
+                400,
+                "M_MISSING_PARAM",
+            ),
+            (
+                E::ThumbnailParam(ParamError::Invalid {
+                    param: "method",
+                    message: "bad".into(),
+                }),
+                400,
+                "M_INVALID_PARAM",
+            ),
+            (E::Fetch(FetchError::NotFound), 404, "M_NOT_FOUND"),
+            (E::Fetch(FetchError::Timeout), 504, "M_NOT_YET_UPLOADED"),
+            (
+                E::Fetch(FetchError::TooLarge { limit: 1 }),
+                502,
+                "M_TOO_LARGE",
+            ),
+            (E::Fetch(FetchError::Upstream("x".into())), 502, "M_UNKNOWN"),
+            (
+                E::Fetch(FetchError::Unverified("x".into())),
+                502,
+                "M_UNKNOWN",
+            ),
+            (
+                E::Fetch(FetchError::NotAFile("a directory".into())),
+                404,
+                "M_NOT_FOUND",
+            ),
+            (
+                E::Fetch(FetchError::Unsupported("x".into())),
+                404,
+                "M_NOT_FOUND",
+            ),
+            (
+                E::NotInTime(Duration::from_secs(1)),
+                504,
+                "M_NOT_YET_UPLOADED",
+            ),
+            (E::RangeNotSatisfiable { total: 1 }, 416, "M_UNKNOWN"),
+            (E::ThumbnailSourceTooLarge, 413, "M_TOO_LARGE"),
+            (E::NoThumbnail("x".into()), 400, "M_UNKNOWN"),
+            (E::NoSuchThumbnailSize, 404, "M_NOT_FOUND"),
+            (E::RenderFailed("x"), 502, "M_UNKNOWN"),
+            (E::Capabilities, 502, "M_UNKNOWN"),
+            (E::Panic, 500, "M_UNKNOWN"),
+        ];
+        for (error, status, errcode) in cases {
+            let matrix = error.to_matrix();
+            assert_eq!(
+                (matrix.status.as_u16(), matrix.errcode),
+                (status, errcode),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn thumbnail_errors_map_as_synapse_answers() {
+        let too_large = ThumbnailError::SourceTooLarge { len: 2, max: 1 };
+        let m = RequestError::from(too_large).to_matrix();
+        assert_eq!((m.status.as_u16(), m.errcode), (413, "M_TOO_LARGE"));
+        for other in [
+            ThumbnailError::Unsupported("text/plain".into()),
+            ThumbnailError::TooLarge {
+                width: 9,
+                height: 9,
+            },
+            ThumbnailError::Corrupt("x".into()),
+            ThumbnailError::Internal("x".into()),
+        ] {
+            let m = RequestError::from(other).to_matrix();
+            assert_eq!((m.status.as_u16(), m.errcode), (400, "M_UNKNOWN"));
+            assert_eq!(
+                m.message,
+                "Cannot find any thumbnails for the requested media"
+            );
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod media;
 pub mod metrics;
 pub mod reload;
 pub mod resolve;
+pub mod respond;
 pub mod router;
 pub mod server;
 pub mod worker;

@@ -10,14 +10,122 @@
 //! | `/_matrix/federation/v1/media/{download,thumbnail}/{mediaId}`               | federation    |
 //! | `/_matrix/federation/unstable/org.matrix.msc3916.v2/media/...`             | federation    |
 //!
-//! A match here only says the path has the shape of a media download; whether the media ID is
-//! an ipfs one is decided next (`media::media_id`). Everything else goes to the homeserver.
-//! Segments are percent-decoded one by one, so `%2F` never splits a segment and `ipfs%3A`
-//! equals `ipfs:`.
+//! plus `GET /_matrix/client/{v3,r0}/capabilities`, ours to edit when advertising IPFS.
+//!
+//! [`classify`] decides what a request is, once: a media route of an ipfs media ID with an
+//! allowed method is ours ([`Route::Media`], or [`Route::Preflight`] for `OPTIONS`);
+//! everything else goes to the homeserver. Segments are percent-decoded one by one, so `%2F`
+//! never splits a segment and `ipfs%3A` equals `ipfs:`.
 
 use std::borrow::Cow;
 
+use http::Method;
 use percent_encoding::percent_decode_str;
+
+use crate::media::media_id::{self, IpfsMedia, MediaIdError};
+
+/// What routing needs of the configuration.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// `media.id_alias_prefix` (`""`: no alias).
+    pub alias_prefix: String,
+    /// With thumbnails off, thumbnail requests go to the homeserver, which answers as it does
+    /// for media it cannot thumbnail.
+    pub thumbnails: bool,
+    /// `capabilities.advertise_ipfs`.
+    pub capabilities: bool,
+}
+
+/// What a request is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// Not ours: to the homeserver, untouched.
+    Passthrough,
+    /// To the homeserver, and its answer gains the IPFS capability.
+    Capabilities,
+    /// CORS preflight of an ipfs media route.
+    Preflight,
+    /// GET/HEAD of ipfs media (federation: GET only).
+    Media(MediaRequest<'a>),
+}
+
+/// An ipfs media request. `media` is an error when the ID claims to be ipfs but the CID is
+/// bad (a 404 once the caller is authorised).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MediaRequest<'a> {
+    pub access: Access,
+    pub action: Action,
+    pub media: Result<IpfsMedia, MediaIdError>,
+    pub file_name: Option<Cow<'a, str>>,
+}
+
+/// A route's name in logs and metrics (`route` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Passthrough,
+    Download,
+    Thumbnail,
+    Federation,
+    Preflight,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Passthrough => "passthrough",
+            RouteKind::Download => "download",
+            RouteKind::Thumbnail => "thumbnail",
+            RouteKind::Federation => "federation",
+            RouteKind::Preflight => "preflight",
+        }
+    }
+}
+
+impl Route<'_> {
+    pub fn kind(&self) -> RouteKind {
+        match self {
+            Route::Passthrough | Route::Capabilities => RouteKind::Passthrough,
+            Route::Preflight => RouteKind::Preflight,
+            Route::Media(m) if m.access == Access::Federation => RouteKind::Federation,
+            Route::Media(m) if m.action == Action::Thumbnail => RouteKind::Thumbnail,
+            Route::Media(_) => RouteKind::Download,
+        }
+    }
+}
+
+const CAPABILITIES_PATHS: [&str; 2] = [
+    "/_matrix/client/v3/capabilities",
+    "/_matrix/client/r0/capabilities",
+];
+
+/// What the request with this method and raw (still percent-encoded) path is.
+pub fn classify<'a>(method: &Method, raw_path: &'a str, config: &RouteConfig) -> Route<'a> {
+    if config.capabilities && *method == Method::GET && CAPABILITIES_PATHS.contains(&raw_path) {
+        return Route::Capabilities;
+    }
+    let Some(path) = media_path(raw_path) else {
+        return Route::Passthrough;
+    };
+    let allowed = match path.access {
+        Access::Federation => *method == Method::GET,
+        _ => matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
+    };
+    if !allowed || (path.action == Action::Thumbnail && !config.thumbnails) {
+        return Route::Passthrough;
+    }
+    let Some(media) = media_id::parse(&path.media_id, &config.alias_prefix) else {
+        return Route::Passthrough;
+    };
+    if *method == Method::OPTIONS {
+        return Route::Preflight;
+    }
+    Route::Media(MediaRequest {
+        access: path.access,
+        action: path.action,
+        media,
+        file_name: path.file_name,
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -35,14 +143,15 @@ pub enum Action {
     Thumbnail,
 }
 
+/// The shape of a media path, before the media ID is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaPath<'a> {
-    pub access: Access,
-    pub action: Action,
+struct MediaPath<'a> {
+    access: Access,
+    action: Action,
     /// Absent on federation routes: the media is the destination's own.
-    pub server_name: Option<Cow<'a, str>>,
-    pub media_id: Cow<'a, str>,
-    pub file_name: Option<Cow<'a, str>>,
+    server_name: Option<Cow<'a, str>>,
+    media_id: Cow<'a, str>,
+    file_name: Option<Cow<'a, str>>,
 }
 
 const LEGACY_PREFIXES: &[&str] = &[
@@ -60,7 +169,7 @@ const FEDERATION_PREFIXES: &[&str] = &[
 ];
 
 /// The media route a raw (still percent-encoded) path names, if any.
-pub fn classify(raw_path: &str) -> Option<MediaPath<'_>> {
+fn media_path(raw_path: &str) -> Option<MediaPath<'_>> {
     let find = |prefixes: &[&str], access| {
         prefixes
             .iter()
@@ -124,7 +233,7 @@ mod tests {
             "/_matrix/client/unstable/org.matrix.msc3916/media",
         ] {
             let p = format!("{prefix}/download/example.org/ipfs%3Abafkqaaa/cat%20pic.png");
-            let m = classify(&p).unwrap();
+            let m = media_path(&p).unwrap();
             assert_eq!(m.action, Action::Download);
             assert_eq!(m.server_name.as_deref(), Some("example.org"));
             assert_eq!(m.media_id, "ipfs:bafkqaaa");
@@ -140,15 +249,15 @@ mod tests {
 
     #[test]
     fn thumbnails_and_federation() {
-        let m = classify("/_matrix/media/v3/thumbnail/s/ipfs:x").unwrap();
+        let m = media_path("/_matrix/media/v3/thumbnail/s/ipfs:x").unwrap();
         assert_eq!((m.access, m.action), (Access::Legacy, Action::Thumbnail));
-        let m = classify("/_matrix/client/v1/media/thumbnail/s/ipfs_x").unwrap();
+        let m = media_path("/_matrix/client/v1/media/thumbnail/s/ipfs_x").unwrap();
         assert_eq!(
             (m.access, m.action),
             (Access::Authenticated, Action::Thumbnail)
         );
         assert_eq!(
-            classify("/_matrix/media/v3/thumbnail/s/ipfs:x/name.png"),
+            media_path("/_matrix/media/v3/thumbnail/s/ipfs:x/name.png"),
             None
         );
         for prefix in [
@@ -156,29 +265,29 @@ mod tests {
             "/_matrix/federation/unstable/org.matrix.msc3916.v2/media",
         ] {
             let download = format!("{prefix}/download/ipfs%3Ax");
-            let m = classify(&download).unwrap();
+            let m = media_path(&download).unwrap();
             assert_eq!((m.access, m.action), (Access::Federation, Action::Download));
             assert_eq!(m.server_name, None);
             assert_eq!(m.media_id, "ipfs:x");
             let thumbnail = format!("{prefix}/thumbnail/ipfs:x");
-            let m = classify(&thumbnail).unwrap();
+            let m = media_path(&thumbnail).unwrap();
             assert_eq!(m.action, Action::Thumbnail);
-            assert_eq!(classify(&format!("{prefix}/download/ipfs:x/name")), None);
+            assert_eq!(media_path(&format!("{prefix}/download/ipfs:x/name")), None);
         }
     }
 
     #[test]
     fn raw_colon_and_no_file_name() {
-        let m = classify("/_matrix/media/v3/download/any.server/ipfs:bafkqaaa").unwrap();
+        let m = media_path("/_matrix/media/v3/download/any.server/ipfs:bafkqaaa").unwrap();
         assert_eq!(m.media_id, "ipfs:bafkqaaa");
         assert_eq!(m.file_name, None);
-        let m = classify("/_matrix/media/v3/download/any.server/ipfs:bafkqaaa/").unwrap();
+        let m = media_path("/_matrix/media/v3/download/any.server/ipfs:bafkqaaa/").unwrap();
         assert_eq!(m.file_name, None);
     }
 
     #[test]
     fn encoded_slash_stays_in_its_segment() {
-        let m = classify("/_matrix/media/v3/download/s/ipfs:x/a%2Fb.txt").unwrap();
+        let m = media_path("/_matrix/media/v3/download/s/ipfs:x/a%2Fb.txt").unwrap();
         assert_eq!(m.file_name.as_deref(), Some("a/b.txt"));
     }
 
@@ -196,7 +305,82 @@ mod tests {
             "/_matrix/federation/v2/media/download/ipfs:x",
             "/_matrix/media/v3/download/s/%FF%FE",
         ] {
-            assert_eq!(classify(p), None, "{p}");
+            assert_eq!(media_path(p), None, "{p}");
+        }
+    }
+
+    fn config() -> RouteConfig {
+        RouteConfig {
+            alias_prefix: "ipfs_".into(),
+            thumbnails: true,
+            capabilities: true,
+        }
+    }
+
+    #[test]
+    fn methods_decide_what_is_ours() {
+        let c = config();
+        let download = "/_matrix/client/v1/media/download/s/ipfs_bafkqaaa";
+        assert_eq!(
+            classify(&Method::GET, download, &c).kind(),
+            RouteKind::Download
+        );
+        assert_eq!(
+            classify(&Method::HEAD, download, &c).kind(),
+            RouteKind::Download
+        );
+        assert_eq!(classify(&Method::OPTIONS, download, &c), Route::Preflight);
+        assert_eq!(classify(&Method::POST, download, &c), Route::Passthrough);
+        let federation = "/_matrix/federation/v1/media/download/ipfs:bafkqaaa";
+        assert_eq!(
+            classify(&Method::GET, federation, &c).kind(),
+            RouteKind::Federation
+        );
+        assert_eq!(classify(&Method::HEAD, federation, &c), Route::Passthrough);
+        assert_eq!(
+            classify(&Method::OPTIONS, federation, &c),
+            Route::Passthrough
+        );
+    }
+
+    #[test]
+    fn only_ipfs_ids_are_ours_and_bad_cids_are_still_ours() {
+        let c = config();
+        let synapse = "/_matrix/media/v3/download/s/abcdefghijklmnopqrstuvwx";
+        assert_eq!(classify(&Method::GET, synapse, &c), Route::Passthrough);
+        let bad = "/_matrix/media/v3/download/s/ipfs:notacid";
+        match classify(&Method::GET, bad, &c) {
+            Route::Media(m) => assert!(m.media.is_err()),
+            other => panic!("{other:?}"),
+        }
+        let no_alias = RouteConfig {
+            alias_prefix: String::new(),
+            ..c
+        };
+        let alias = "/_matrix/media/v3/download/s/ipfs_bafkqaaa";
+        assert_eq!(classify(&Method::GET, alias, &no_alias), Route::Passthrough);
+    }
+
+    #[test]
+    fn thumbnails_and_capabilities_follow_the_config() {
+        let on = config();
+        let off = RouteConfig {
+            thumbnails: false,
+            capabilities: false,
+            ..config()
+        };
+        let thumb = "/_matrix/media/v3/thumbnail/s/ipfs_bafkqaaa";
+        assert_eq!(
+            classify(&Method::GET, thumb, &on).kind(),
+            RouteKind::Thumbnail
+        );
+        assert_eq!(classify(&Method::GET, thumb, &off), Route::Passthrough);
+        for path in CAPABILITIES_PATHS {
+            assert_eq!(classify(&Method::GET, path, &on), Route::Capabilities);
+            assert_eq!(classify(&Method::GET, path, &off), Route::Passthrough);
+            assert_eq!(classify(&Method::POST, path, &on), Route::Passthrough);
+            let below = format!("{path}/x");
+            assert_eq!(classify(&Method::GET, &below, &on), Route::Passthrough);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,9 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower::ServiceBuilder;
 
+use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
-use crate::error::MatrixError;
+use crate::error::RequestError;
 use crate::forwarding::Peer;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +33,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot build the gateway client: {0}")]
-    Gateways(#[from] reqwest::Error),
-    #[error("cannot read the denylist: {0}")]
-    Denylist(#[from] crate::denylist::LoadError),
+    #[error(transparent)]
+    App(#[from] crate::app::BuildError),
 }
 
 pub struct Server {
@@ -137,7 +136,7 @@ impl Server {
         }
         drop(conn_tx);
         if let Some(admin) = self.admin {
-            tokio::spawn(serve_admin(admin, Arc::clone(&self.app), stop_rx.clone()));
+            tokio::spawn(serve_admin(admin, self.app.admin(), stop_rx.clone()));
         }
 
         let mut workers = Workers::start(self.workers, &builder, &self.app, self.shutdown_grace);
@@ -423,7 +422,7 @@ async fn drain(graceful: GracefulShutdown, grace: Duration) {
 }
 
 /// The admin listener: small, HTTP/1.1, closed with the main listeners.
-async fn serve_admin(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+async fn serve_admin(listener: TcpListener, admin: Admin, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.changed() => break,
@@ -432,11 +431,11 @@ async fn serve_admin(listener: TcpListener, app: Arc<App>, mut stop: watch::Rece
                 Err(_) => continue,
             },
         };
-        let app = Arc::clone(&app);
+        let admin = admin.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(crate::admin::handle(app, request).await) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(crate::admin::handle(admin, request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -457,10 +456,5 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<cr
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = text, "request handler panicked");
-    MatrixError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "M_UNKNOWN",
-        "internal error",
-    )
-    .into_response()
+    RequestError::Panic.into_response()
 }

@@ -16,7 +16,6 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode};
-use crate::error::MatrixError;
 use crate::ipfs::health::Health;
 use crate::ipfs::part::{check_size, slice_stream, ContentRange, PartResponse};
 use crate::ipfs::verify::{self, MAX_BLOCK_SIZE};
@@ -44,31 +43,6 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    pub fn to_matrix(&self) -> MatrixError {
-        match self {
-            FetchError::NotFound => {
-                MatrixError::not_found("the IPFS gateways could not find this content")
-            }
-            FetchError::Timeout => MatrixError::not_yet_uploaded(
-                "the content could not be fetched from IPFS in time; try again later",
-            ),
-            FetchError::TooLarge { limit } => MatrixError::too_large(format!(
-                "the content is larger than this server's {limit}-byte limit"
-            )),
-            // The details (gateway addresses, transport errors) are for the log, not clients.
-            FetchError::Upstream(_) => {
-                MatrixError::bad_gateway("the IPFS gateways could not deliver this content")
-            }
-            FetchError::Unverified(_) => {
-                MatrixError::bad_gateway("no IPFS gateway served content matching the CID")
-            }
-            FetchError::NotAFile(kind) => {
-                MatrixError::not_found(format!("this CID is {kind}, not a file"))
-            }
-            FetchError::Unsupported(reason) => MatrixError::not_found(reason.clone()),
-        }
-    }
-
     /// How telling a failure is when every gateway failed: a timeout says more than "not
     /// found" (the content may exist), a broken or lying gateway more than both; what the
     /// content itself proves (too large, not a file, unverifiable hash) settles it.

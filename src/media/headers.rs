@@ -56,6 +56,42 @@ pub fn media_security(headers: &mut HeaderMap) {
     );
 }
 
+/// What a media answer (download, thumbnail) says about the item it carries: the one
+/// place its headers are put together.
+pub struct MediaHeaders<'a> {
+    pub content_type: &'a str,
+    pub file_name: Option<&'a str>,
+    /// Thumbnails are always `inline`; downloads only for the safe types.
+    pub force_inline: bool,
+    pub etag: &'a HeaderValue,
+    /// Downloads take ranges; thumbnails do not.
+    pub ranges: bool,
+}
+
+impl MediaHeaders<'_> {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        media_security(headers);
+        headers.insert(header::CONTENT_TYPE, content_type_value(self.content_type));
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            content_disposition(self.content_type, self.file_name, self.force_inline),
+        );
+        headers.insert(header::CACHE_CONTROL, IMMUTABLE);
+        headers.insert(header::ETAG, self.etag.clone());
+        if self.ranges {
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+    }
+}
+
+/// The headers of a 304: the validator and how long it holds, and CORS so that a browser
+/// may read it.
+pub fn not_modified(headers: &mut HeaderMap, etag: HeaderValue) {
+    cors(headers);
+    headers.insert(header::ETAG, etag);
+    headers.insert(header::CACHE_CONTROL, IMMUTABLE);
+}
+
 /// Types a browser may render inline (spec "Serving inline content"; Synapse's
 /// `INLINE_CONTENT_TYPES`). Everything else, SVG and HTML above all, is an attachment.
 const INLINE_TYPES: &[&str] = &[

@@ -1,11 +1,9 @@
-//! Serving ipfs media the way a homeserver's media repository does.
+//! What a media repository knows about media, with no I/O: media IDs, content types, the
+//! headers and ranges of an answer, thumbnailing. The answers themselves are in `respond`.
 
-pub mod content;
-pub mod download;
-pub mod federation;
 pub mod headers;
 pub mod media_id;
+pub mod query;
 pub mod range;
 pub mod sniff;
 pub mod thumbnail;
-pub mod thumbnail_answer;

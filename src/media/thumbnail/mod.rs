@@ -2,7 +2,7 @@
 //! async: call it from `spawn_blocking`).
 //!
 //! The steps, each its own module:
-//! - [`params`]: the query string to a [`ThumbnailRequest`] (errors carry their `errcode`);
+//! - [`params`]: the query string to a [`ThumbnailRequest`];
 //! - [`probe()`]: the source's format and displayed size from its header only, refusing
 //!   decompression bombs before any pixel is decoded;
 //! - [`select`]: which configured size answers the request, by Synapse's rules;
@@ -14,20 +14,10 @@
 //! gives animated WebP; the spec allows both and this needs no C library).
 //!
 //! # Use
-//! ```no_run
-//! use ipfs_media_proxy::media::thumbnail::{parse_query, thumbnail, Limits, DEFAULT_SIZES};
-//! # fn demo(query: &str, bytes: &[u8], content_type: &str) {
-//! let request = match parse_query(query) {
-//!     Ok(r) => r,
-//!     Err(e) => return, // 400 with e.errcode() and e.to_string()
-//! };
-//! match thumbnail(bytes, content_type, &request, &DEFAULT_SIZES, &Limits::default()) {
-//!     Ok(Some(t)) => { /* 200: t.bytes, t.content_type, `Content-Disposition: inline` */ }
-//!     Ok(None) => { /* 404 M_NOT_FOUND: no configured size has that method */ }
-//!     Err(e) => { /* e.errcode(): (400, "M_UNKNOWN") or (413, "M_TOO_LARGE") */ }
-//! }
-//! # }
-//! ```
+//! [`probe()`] the source, [`select_size`] (or [`dynamic_size`]) for the request, then
+//! [`render()`] that size; `respond::thumbnail` does exactly that, with its cache between
+//! selecting and rendering.
+//!
 //! A cache can key on the CID, [`select_size`]'s answer (from [`probe()`]'s size) and
 //! `animated`: [`render()`] of those is deterministic.
 //!
@@ -52,7 +42,7 @@ mod render;
 mod resize;
 pub mod select;
 
-pub use params::{parse_query, Method, ParamError, ThumbnailRequest};
+pub use params::{from_query, parse_query, Method, ParamError, ThumbnailRequest};
 pub use probe::{probe, SourceInfo};
 pub use render::render;
 pub use select::{dynamic_size, output_size, select_size, ThumbnailSize, DEFAULT_SIZES};
@@ -101,7 +91,7 @@ pub struct Thumbnail {
 }
 
 /// Why no thumbnail could be made. None of these is the client's fault: Synapse answers
-/// all of them as media it has no thumbnail for (see [`ThumbnailError::errcode`]).
+/// all of them as media it has no thumbnail for (the mapping is in `error`).
 #[derive(Debug, thiserror::Error)]
 pub enum ThumbnailError {
     /// Not a type Synapse thumbnails (by declared type, or by the bytes' real format).
@@ -119,35 +109,4 @@ pub enum ThumbnailError {
     /// A bug or an encoder failure (including a caught panic).
     #[error("thumbnailing failed: {0}")]
     Internal(String),
-}
-
-impl ThumbnailError {
-    /// The Matrix error for the client: `(status, errcode)`. Synapse (with
-    /// `dynamic_thumbnails` off, its default) answers any media it made no thumbnails of with
-    /// 400 `M_UNKNOWN` "Cannot find any thumbnails for the requested media"; the spec's
-    /// 413 `M_TOO_LARGE` "Content is too large to thumbnail" fits a source over the byte
-    /// limit.
-    pub fn errcode(&self) -> (u16, &'static str) {
-        match self {
-            ThumbnailError::SourceTooLarge { .. } => (413, "M_TOO_LARGE"),
-            _ => (400, "M_UNKNOWN"),
-        }
-    }
-}
-
-/// Probe, select and render in one call: the usual path for a request against a size list.
-/// `Ok(None)` when no configured size has the requested method (Synapse answers 404
-/// `M_NOT_FOUND`).
-pub fn thumbnail(
-    source: &[u8],
-    source_type: &str,
-    request: &ThumbnailRequest,
-    sizes: &[ThumbnailSize],
-    limits: &Limits,
-) -> Result<Option<Thumbnail>, ThumbnailError> {
-    let info = probe(source, source_type, limits)?;
-    let Some(size) = select_size(request, sizes, info.width, info.height) else {
-        return Ok(None);
-    };
-    render(source, source_type, size, request.animated, limits).map(Some)
 }

@@ -20,16 +20,23 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 
 use crate::body::Body;
-use crate::media::content::Content;
 use crate::media::headers;
+use crate::respond::content::{CacheOutcome, Content};
 
 /// A fresh random boundary: one derived from the content could be planted in the content.
-pub fn boundary() -> String {
+fn boundary() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// The federation answer for `content` of type `content_type`, under a fresh boundary.
+pub fn respond(content: Content, content_type: &str, outcome: CacheOutcome) -> Response<Body> {
+    let mut response = multipart(content, content_type, &boundary());
+    response.extensions_mut().insert(outcome);
+    response
+}
+
 /// The multipart answer for `content` of type `content_type`.
-pub fn respond(content: Content, content_type: &str, boundary: &str) -> Response<Body> {
+fn multipart(content: Content, content_type: &str, boundary: &str) -> Response<Body> {
     let disposition = headers::content_disposition(content_type, None, false);
     let media_type = headers::content_type_value(content_type);
     let head = format!(
@@ -73,7 +80,7 @@ mod tests {
             Bytes::from_static(b"PNGDATA"),
             Some("image/png"),
         ));
-        let response = respond(Content::Whole(item), "image/png", "abc123");
+        let response = multipart(Content::Whole(item), "image/png", "abc123");
         assert_eq!(
             response.headers()["content-type"],
             "multipart/mixed; boundary=abc123"

@@ -16,22 +16,23 @@ use std::sync::{Arc, Mutex};
 use cid::Cid;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::body::{self, Body};
 use crate::cache::{CacheKey, CachedMedia, MediaCache};
-use crate::error::MatrixError;
-use crate::media::content::{CacheOutcome, Content, Waits};
-use crate::media::headers::{self as media_headers, IMMUTABLE};
+use crate::error::RequestError;
+use crate::media::headers::{self as media_headers, MediaHeaders};
 use crate::media::media_id::IpfsMedia;
+use crate::media::query::MediaQuery;
 use crate::media::sniff;
 use crate::media::thumbnail::{
-    self, dynamic_size, parse_query, render, select_size, Limits, ThumbnailRequest, ThumbnailSize,
+    self, dynamic_size, from_query, render, select_size, Limits, ThumbnailRequest, ThumbnailSize,
 };
 use crate::resolve::Resolver;
+use crate::respond::content::{CacheOutcome, Content, Waits};
 
-type Rendered = Result<Arc<CachedMedia>, MatrixError>;
+type Rendered = Result<Arc<CachedMedia>, RequestError>;
 /// One render under way (or done), shared by the requests waiting for it.
 type Render = OnceCell<Rendered>;
 
@@ -76,16 +77,16 @@ impl Thumbnailer {
         &self,
         resolver: &Resolver,
         waits: Waits,
-        request: &Parts,
+        query: &MediaQuery,
         media: &IpfsMedia,
         wanted: ThumbnailRequest,
-    ) -> Result<(Arc<CachedMedia>, CacheOutcome), MatrixError> {
+    ) -> Result<(Arc<CachedMedia>, CacheOutcome), RequestError> {
         // Every parameter is checked first: a bad one is a 400 even when the answer is cached.
-        let wait = waits.requested(request.uri.query())?;
+        let wait = waits.requested(query)?;
         let cid = media.canonical;
         if let Some(dimensions) = self.dimensions.get(&cid) {
             let size = size_for(self.dynamic, &self.sizes, &wanted, dimensions)
-                .ok_or_else(no_such_size)?;
+                .ok_or(RequestError::NoSuchThumbnailSize)?;
             if let Some(hit) = self
                 .cache
                 .get(&CacheKey::Thumbnail(cid, size, wanted.animated))
@@ -130,18 +131,16 @@ impl Thumbnailer {
             .collect(self.limits.max_source_bytes as u64)
             .await
             .map_err(|e| match e {
-                crate::ipfs::gateway::FetchError::TooLarge { .. } => MatrixError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "M_TOO_LARGE",
-                    "Content is too large to thumbnail",
-                ),
-                other => other.to_matrix(),
+                crate::ipfs::gateway::FetchError::TooLarge { .. } => {
+                    RequestError::ThumbnailSourceTooLarge
+                }
+                other => other.into(),
             })?;
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|_| MatrixError::bad_gateway("shutting down"))?;
+            .map_err(|_| RequestError::RenderFailed("shutting down"))?;
         let (sizes, dynamic, limits) = (self.sizes.clone(), self.dynamic, self.limits);
         let (cache, dimensions, cid) =
             (self.cache.clone(), self.dimensions.clone(), media.canonical);
@@ -163,21 +162,14 @@ impl Thumbnailer {
             Ok(Some(item))
         })
         .await
-        .map_err(|_| MatrixError::bad_gateway("thumbnailing failed"))?;
+        .map_err(|_| RequestError::RenderFailed("thumbnailing failed"))?;
         match made {
             Ok(Some(item)) => Ok(item),
             // Synapse's answers for media it has no such thumbnail of.
-            Ok(None) => Err(no_such_size()),
+            Ok(None) => Err(RequestError::NoSuchThumbnailSize),
             Err(error) => {
-                let (status, errcode) = error.errcode();
                 tracing::debug!(%error, "no thumbnail");
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "Content is too large to thumbnail"
-                } else {
-                    "Cannot find any thumbnails for the requested media"
-                };
-                Err(MatrixError::new(status, errcode, message))
+                Err(error.into())
             }
         }
     }
@@ -198,14 +190,9 @@ fn size_for(
     }
 }
 
-fn no_such_size() -> MatrixError {
-    MatrixError::not_found("no thumbnail of that kind is configured")
-}
-
 /// The request's thumbnail parameters; a bad one is a 400 with the spec's errcode.
-pub fn requested(request: &Parts) -> Result<ThumbnailRequest, MatrixError> {
-    parse_query(request.uri.query().unwrap_or(""))
-        .map_err(|e| MatrixError::new(StatusCode::BAD_REQUEST, e.errcode(), e.to_string()))
+pub fn requested(query: &MediaQuery) -> Result<ThumbnailRequest, RequestError> {
+    Ok(from_query(query)?)
 }
 
 /// A thumbnail's ETag differs from the original's and names the request it answers.
@@ -224,20 +211,16 @@ pub async fn respond(
     resolver: &Resolver,
     waits: Waits,
     request: &Parts,
+    query: &MediaQuery,
     media: &IpfsMedia,
-) -> Result<Response<Body>, MatrixError> {
-    let wanted = requested(request)?;
+) -> Result<Response<Body>, RequestError> {
+    let wanted = requested(query)?;
     let etag = etag(media, &wanted);
     if media_headers::if_none_match_hits(&request.headers, &etag) {
-        let mut response = Response::new(body::empty());
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        media_headers::cors(response.headers_mut());
-        response.headers_mut().insert(header::ETAG, etag);
-        response.extensions_mut().insert(CacheOutcome::NotNeeded);
-        return Ok(response);
+        return Ok(super::not_modified(etag));
     }
     let (item, outcome) = thumbnailer
-        .get(resolver, waits, request, media, wanted)
+        .get(resolver, waits, query, media, wanted)
         .await?;
     let content_type = item.sniffed.unwrap_or("application/octet-stream");
     let length = item.bytes.len();
@@ -248,14 +231,14 @@ pub async fn respond(
     };
     let mut response = Response::new(body);
     let h = response.headers_mut();
-    media_headers::media_security(h);
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        media_headers::content_disposition(content_type, None, true),
-    );
-    h.insert(header::CACHE_CONTROL, IMMUTABLE);
-    h.insert(header::ETAG, etag);
+    MediaHeaders {
+        content_type,
+        file_name: None,
+        force_inline: true,
+        etag: &etag,
+        ranges: false,
+    }
+    .apply(h);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response.extensions_mut().insert(outcome);
     Ok(response)

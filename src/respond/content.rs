@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
-use http::StatusCode;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 
 use crate::body::{self, Body, BoxError};
 use crate::byte_range::ByteRange;
 use crate::cache::CachedMedia;
-use crate::error::MatrixError;
+use crate::error::RequestError;
 use crate::ipfs::gateway::FetchError;
 use crate::media::media_id::IpfsMedia;
+use crate::media::query::MediaQuery;
 use crate::resolve::{Head, Part, RangePlan, Resolved, Resolver, Subscription};
 
 /// Where a response's bytes came from; read by the access log.
@@ -71,24 +71,9 @@ pub struct Waits {
 }
 
 impl Waits {
-    /// `timeout_ms` (Synapse's default 20 s, capped); a value that is not a number is a 400, as
-    /// in Synapse.
-    pub fn requested(&self, query: Option<&str>) -> Result<Duration, MatrixError> {
-        let raw = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|pair| pair.strip_prefix("timeout_ms="));
-        let Some(raw) = raw else {
-            return Ok(self.default);
-        };
-        let ms: u64 = raw.parse().map_err(|_| {
-            MatrixError::new(
-                StatusCode::BAD_REQUEST,
-                "M_INVALID_PARAM",
-                "timeout_ms must be a non-negative integer",
-            )
-        })?;
-        Ok(Duration::from_millis(ms).min(self.max))
+    /// The wait a request asks for (`timeout_ms`, Synapse's default 20 s, capped).
+    pub fn requested(&self, query: &MediaQuery) -> Result<Duration, RequestError> {
+        Ok(query.timeout(self.default, self.max)?)
     }
 }
 
@@ -114,7 +99,7 @@ impl Content {
         resolver: &Resolver,
         media: &IpfsMedia,
         wait: Duration,
-    ) -> Result<(Content, CacheOutcome), MatrixError> {
+    ) -> Result<(Content, CacheOutcome), RequestError> {
         Self::from_resolved(resolver.resolve(media), wait, wait).await
     }
 
@@ -126,7 +111,7 @@ impl Content {
         media: &IpfsMedia,
         wait: Duration,
         wanted: ByteRange,
-    ) -> Result<Ranged, MatrixError> {
+    ) -> Result<Ranged, RequestError> {
         match resolver.resolve_range(media, &wanted) {
             RangePlan::Shared(resolved) => {
                 let (content, outcome) = Self::from_resolved(resolved, wait, wait).await?;
@@ -136,7 +121,7 @@ impl Content {
                 let deadline = tokio::time::Instant::now() + wait;
                 let fetched = tokio::time::timeout(wait, resolver.fetch_part(media, wanted, known))
                     .await
-                    .map_err(|_| not_in_time(wait))?;
+                    .map_err(|_| RequestError::NotInTime(wait))?;
                 match fetched {
                     Ok(part) => Ok(Ranged::Part(part)),
                     // No gateway gave a usable part (a `Range` ignored without a length, a
@@ -149,7 +134,7 @@ impl Content {
                             Self::from_resolved(resolver.resolve(media), left, wait).await?;
                         Ok(Ranged::Content(content, outcome))
                     }
-                    Err(error) => Err(error.to_matrix()),
+                    Err(error) => Err(error.into()),
                 }
             }
         }
@@ -160,7 +145,7 @@ impl Content {
         resolved: Resolved,
         wait: Duration,
         asked: Duration,
-    ) -> Result<(Content, CacheOutcome), MatrixError> {
+    ) -> Result<(Content, CacheOutcome), RequestError> {
         match resolved {
             Resolved::Cached(item) => Ok((Content::Whole(item), CacheOutcome::Hit)),
             Resolved::Fetching {
@@ -169,8 +154,7 @@ impl Content {
             } => {
                 let head = tokio::time::timeout(wait, subscription.head())
                     .await
-                    .map_err(|_| not_in_time(asked))?
-                    .map_err(|e| e.to_matrix())?;
+                    .map_err(|_| RequestError::NotInTime(asked))??;
                 let outcome = if joined {
                     CacheOutcome::Joined
                 } else {
@@ -240,11 +224,4 @@ impl Content {
             }
         }
     }
-}
-
-fn not_in_time(wait: Duration) -> MatrixError {
-    MatrixError::not_yet_uploaded(format!(
-        "the content did not arrive from IPFS within {} ms",
-        wait.as_millis()
-    ))
 }

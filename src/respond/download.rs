@@ -18,13 +18,14 @@ use http::{Method, Response, StatusCode};
 use crate::body::{self, Body};
 use crate::byte_range::ByteRange;
 use crate::cache::{CacheKey, CachedMedia, Prepared};
-use crate::error::MatrixError;
-use crate::media::content::{CacheOutcome, Content, Ranged as Source, Waits};
-use crate::media::headers::{self as media_headers, IMMUTABLE};
+use crate::error::RequestError;
+use crate::media::headers::{self as media_headers, MediaHeaders};
 use crate::media::media_id::IpfsMedia;
+use crate::media::query::MediaQuery;
 use crate::media::range::{self, Ranged};
 use crate::media::sniff;
 use crate::resolve::{Part, Resolver};
+use crate::respond::content::{CacheOutcome, Content, Ranged as Source, Waits};
 
 /// What one response describes.
 struct Item<'a> {
@@ -37,17 +38,18 @@ pub async fn download(
     resolver: &Resolver,
     waits: Waits,
     request: &Parts,
+    query: &MediaQuery,
     media: &IpfsMedia,
     file_name: Option<&str>,
-) -> Result<Response<Body>, MatrixError> {
-    let wait = waits.requested(request.uri.query())?;
+) -> Result<Response<Body>, RequestError> {
+    let wait = waits.requested(query)?;
     let cached = resolver.cache().get(&CacheKey::Media(media.canonical));
     let etag = match &cached {
         Some(item) => prepared(item, media).etag.clone(),
         None => media_headers::etag_for(&media.canonical.to_string()),
     };
     if media_headers::if_none_match_hits(&request.headers, &etag) {
-        return Ok(not_modified(etag));
+        return Ok(super::not_modified(etag));
     }
     let head_only = request.method == Method::HEAD;
     let item = |sniffed| Item {
@@ -82,18 +84,14 @@ pub async fn download(
 }
 
 fn headers_for(headers: &mut HeaderMap, item: &Item<'_>) {
-    media_headers::media_security(headers);
-    headers.insert(
-        header::CONTENT_TYPE,
-        media_headers::content_type_value(&item.content_type),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        media_headers::content_disposition(&item.content_type, item.file_name, false),
-    );
-    headers.insert(header::CACHE_CONTROL, IMMUTABLE);
-    headers.insert(header::ETAG, item.etag.clone());
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    MediaHeaders {
+        content_type: &item.content_type,
+        file_name: item.file_name,
+        force_inline: false,
+        etag: &item.etag,
+        ranges: true,
+    }
+    .apply(headers);
 }
 
 /// The prepared headers of a cached item: those [`respond`] gives for all of it without a
@@ -146,28 +144,9 @@ fn respond_cached(
     response
 }
 
-fn not_modified(etag: HeaderValue) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
-    media_headers::cors(headers);
-    headers.insert(header::ETAG, etag);
-    headers.insert(header::CACHE_CONTROL, IMMUTABLE);
-    response.extensions_mut().insert(CacheOutcome::NotNeeded);
-    response
-}
-
+/// A 416, answered like any other response (it counts as a cache lookup), not as a failure.
 fn range_not_satisfiable(total: u64) -> Response<Body> {
-    let mut response = MatrixError::new(
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        "M_UNKNOWN",
-        format!("the requested range is outside the content's {total} bytes"),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_RANGE, range::unsatisfied_range(total));
-    response
+    RequestError::RangeNotSatisfiable { total }.into_response()
 }
 
 /// The answer from the item (cached or arriving), cut to `wanted` when its length is known.
