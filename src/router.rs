@@ -37,6 +37,8 @@ pub struct RouteConfig {
 }
 
 /// What a request is.
+// Lives on the stack for one request: boxing the media variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
     /// Not ours: to the homeserver, untouched.
