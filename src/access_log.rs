@@ -1,17 +1,24 @@
 //! One log line per request, written when the response body is finished (or abandoned), so
-//! that it can say how many bytes really went out.
+//! that it can say how many bytes really went out; and the `in_flight_requests` gauge. Both
+//! are a layer ([`AccessLogLayer`]) around the app, which tells it what the request was
+//! ([`RouteKind`]) and where its bytes came from ([`CacheOutcome`]) in the response's
+//! extensions.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use http::{header, Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 
 use std::sync::LazyLock;
 
+use crate::body::Body;
 use crate::metrics::{RouteSeries, METRICS};
 use crate::router::RouteKind;
 
@@ -30,6 +37,51 @@ static SERIES: LazyLock<[RouteSeries; 5]> = LazyLock::new(|| {
 impl RouteKind {
     fn series(self) -> &'static RouteSeries {
         &SERIES[self as usize]
+    }
+}
+
+/// Where a response's bytes came from; read by the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    /// A fetch this request started.
+    Miss,
+    /// A fetch another request had started.
+    Joined,
+    /// Answered without bytes (304).
+    NotNeeded,
+}
+
+/// The lookup counters, found once (no label map on the request path).
+static LOOKUPS: std::sync::LazyLock<[prometheus_client::metrics::counter::Counter; 3]> =
+    std::sync::LazyLock::new(|| {
+        ["hit", "miss", "joined"].map(|outcome| {
+            METRICS
+                .cache_lookups
+                .get_or_create(&crate::metrics::Outcome { outcome })
+                .clone()
+        })
+    });
+
+impl CacheOutcome {
+    /// Counts the lookup in `ipfs_media_proxy_cache_lookups_total`.
+    pub fn count(self) {
+        let index = match self {
+            CacheOutcome::Hit => 0,
+            CacheOutcome::Miss => 1,
+            CacheOutcome::Joined => 2,
+            CacheOutcome::NotNeeded => return,
+        };
+        LOOKUPS[index].inc();
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Joined => "joined",
+            CacheOutcome::NotNeeded => "none",
+        }
     }
 }
 
@@ -154,5 +206,81 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Logs every request once and counts it in flight while it lasts; see the module doc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> tower::Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request<Body>> for AccessLog<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let in_flight = InFlight::enter();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        // A combinator, not an `async` block: awaiting the inner future in one trips rustc's
+        // higher-ranked `Send` inference (the body type's `dyn Error` lifetime).
+        Box::pin(self.inner.call(request).map(move |response| {
+            let response = response?;
+            let route = response
+                .extensions()
+                .get::<RouteKind>()
+                .copied()
+                .unwrap_or(RouteKind::Passthrough);
+            let outcome = response.extensions().get::<CacheOutcome>().copied();
+            if let Some(outcome) = outcome {
+                outcome.count();
+            }
+            let status = response.status();
+            let announced = if method == Method::HEAD
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
+                Some(0)
+            } else {
+                response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+            };
+            let log = RequestLog {
+                method,
+                path,
+                route,
+                cache: outcome.map(|c| c.as_str()),
+                status,
+                announced,
+                started,
+                in_flight,
+            };
+            Ok(response.map(|body| Logged::new(body, log).boxed()))
+        }))
     }
 }

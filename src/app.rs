@@ -4,16 +4,13 @@
 //! every request is logged once (see `access_log`).
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode};
 
-use crate::access_log::{InFlight, Logged, RequestLog};
 use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
 use crate::cache::MediaCache;
@@ -33,7 +30,7 @@ use crate::media::thumbnail::{
 use crate::reload::Changes;
 use crate::resolve::{Limits, Resolver};
 use crate::respond::content::Content;
-use crate::respond::content::{CacheOutcome, Waits};
+use crate::respond::content::Waits;
 use crate::respond::thumbnail::{self, Thumbnailer};
 use crate::respond::{download, federation};
 use crate::router::{self, Access, Action, MediaRequest, Route, RouteConfig};
@@ -199,13 +196,11 @@ impl App {
     }
 
     /// Every request: routed once, then answered by the handler its route names. Never fails:
-    /// a failure becomes its Matrix JSON answer here, and every request is logged once.
+    /// a failure becomes its Matrix JSON answer here. The response carries its route kind
+    /// for the access log.
     pub async fn handle(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
-        let started = Instant::now();
-        let in_flight = InFlight::enter();
-        let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let route = router::classify(&method, &path, &self.routes);
+        let route = router::classify(request.method(), &path, &self.routes);
         let kind = route.kind();
         let result = match route {
             Route::Passthrough => self.pass_through(request, &peer).await,
@@ -216,7 +211,7 @@ impl App {
                 self.media(&parts, media, &peer).await
             }
         };
-        let response = result.unwrap_or_else(|error| {
+        let mut response = result.unwrap_or_else(|error| {
             let matrix = error.to_matrix();
             if matrix.status.is_server_error() {
                 tracing::warn!(%path, %error, "request failed");
@@ -225,35 +220,8 @@ impl App {
             }
             error.into_response()
         });
-        let outcome = response.extensions().get::<CacheOutcome>().copied();
-        if let Some(outcome) = outcome {
-            outcome.count();
-        }
-        let cache = outcome.map(|c| c.as_str());
-        let status = response.status();
-        let announced = if method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            Some(0)
-        } else {
-            response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-        };
-        let log = RequestLog {
-            method,
-            path,
-            route: kind,
-            cache,
-            status,
-            announced,
-            started,
-            in_flight,
-        };
-        response.map(|body| Logged::new(body, log).boxed())
+        response.extensions_mut().insert(kind);
+        response
     }
 
     /// Everything that is not ours, to the homeserver untouched (a logout it confirms also

@@ -19,6 +19,7 @@ pub mod error;
 pub mod forwarding;
 pub mod homeserver;
 pub mod ipfs;
+pub mod layers;
 pub mod media;
 pub mod metrics;
 pub mod reload;

@@ -4,26 +4,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use http::Response;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tower::ServiceBuilder;
 
 use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
-use crate::error::RequestError;
 use crate::forwarding::Peer;
 
 #[derive(Debug, thiserror::Error)]
@@ -115,21 +108,13 @@ impl Server {
             let mut stop_rx = stop_rx.clone();
             tokio::spawn(async move {
                 loop {
-                    tokio::select! {
+                    let (stream, peer) = tokio::select! {
                         _ = stop_rx.changed() => break,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, peer)) => {
-                                let _ = stream.set_nodelay(true);
-                                if conn_tx.send((stream, peer)).await.is_err() {
-                                    break;
-                                }
-                            }
-                            // Out of file descriptors and the like: back off, keep serving.
-                            Err(error) => {
-                                tracing::warn!(%error, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                        },
+                        accepted = accept(&listener) => accepted,
+                    };
+                    let _ = stream.set_nodelay(true);
+                    if conn_tx.send((stream, peer)).await.is_err() {
+                        break;
                     }
                 }
             });
@@ -377,26 +362,7 @@ fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let app = Arc::clone(app);
-    let client = Peer::new(peer);
-    let service = TowerToHyperService::new(ServiceBuilder::new().service_fn(
-        move |request: http::Request<Incoming>| {
-            let app = Arc::clone(&app);
-            let peer = client.clone();
-            let request = request.map(box_incoming);
-            // A bug in a handler is one 500 for one request, never a dead process.
-            // (tower-http's CatchPanic future trips a rustc higher-ranked `Send` inference
-            // error under hyper-util's auto connection, so the unwind is caught here instead.)
-            async move {
-                let handled = AssertUnwindSafe(app.handle(request, peer));
-                let response = match handled.catch_unwind().await {
-                    Ok(response) => response,
-                    Err(panic) => panic_response(panic),
-                };
-                Ok::<_, Infallible>(response)
-            }
-        },
-    ));
+    let service = TowerToHyperService::new(crate::layers::stack(Arc::clone(app), Peer::new(peer)));
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
@@ -406,6 +372,20 @@ fn serve_connection(
             tracing::debug!(%peer, error = %error, "connection ended with an error");
         }
     });
+}
+
+/// The next connection. A failed accept (out of file descriptors and the like) is logged
+/// and retried after a pause, so the loop neither spins nor stops serving.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Lets in-flight requests finish, for at most `grace`.
@@ -426,10 +406,7 @@ async fn serve_admin(listener: TcpListener, admin: Admin, mut stop: watch::Recei
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
+            accepted = accept(&listener) => accepted,
         };
         let admin = admin.clone();
         tokio::spawn(async move {
@@ -442,19 +419,4 @@ async fn serve_admin(listener: TcpListener, admin: Admin, mut stop: watch::Recei
                 .await;
         });
     }
-}
-
-fn box_incoming(body: Incoming) -> crate::body::Body {
-    body.map_err(|e| Box::new(e) as crate::body::BoxError)
-        .boxed()
-}
-
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<crate::body::Body> {
-    let text = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
-    tracing::error!(panic = text, "request handler panicked");
-    RequestError::Panic.into_response()
 }

@@ -3,8 +3,9 @@
 //! The layers, lowest first, are the README's architecture picture:
 //!
 //! ```text
-//! 9  fuzzing                      (test facade)
-//! 8  server                       listen, accept, connection workers, the layer stack
+//! 10 fuzzing                      (test facade)
+//! 9  server                       listen, accept, connection workers
+//! 8  layers                       the one tower stack around the app
 //! 7  app                          route -> authorise -> resolve -> respond
 //! 6  respond                      download, thumbnail, federation answers
 //! 5  error                        every failure -> status + errcode, once
@@ -43,8 +44,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 5),
     ("respond", 6),
     ("app", 7),
-    ("server", 8),
-    ("fuzzing", 9),
+    ("layers", 8),
+    ("server", 9),
+    ("fuzzing", 10),
 ];
 
 /// Uses that still reach up, being removed (issue #13); each must still exist, so the list

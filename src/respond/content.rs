@@ -9,6 +9,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 
+use crate::access_log::CacheOutcome;
 use crate::body::{self, Body, BoxError};
 use crate::byte_range::ByteRange;
 use crate::cache::CachedMedia;
@@ -17,51 +18,6 @@ use crate::ipfs::gateway::FetchError;
 use crate::media::media_id::IpfsMedia;
 use crate::media::query::MediaQuery;
 use crate::resolve::{Head, Part, RangePlan, Resolved, Resolver, Subscription};
-
-/// Where a response's bytes came from; read by the access log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    Hit,
-    /// A fetch this request started.
-    Miss,
-    /// A fetch another request had started.
-    Joined,
-    /// Answered without bytes (304).
-    NotNeeded,
-}
-
-/// The lookup counters, found once (no label map on the request path).
-static LOOKUPS: std::sync::LazyLock<[prometheus_client::metrics::counter::Counter; 3]> =
-    std::sync::LazyLock::new(|| {
-        ["hit", "miss", "joined"].map(|outcome| {
-            crate::metrics::METRICS
-                .cache_lookups
-                .get_or_create(&crate::metrics::Outcome { outcome })
-                .clone()
-        })
-    });
-
-impl CacheOutcome {
-    /// Counts the lookup in `ipfs_media_proxy_cache_lookups_total`.
-    pub fn count(self) {
-        let index = match self {
-            CacheOutcome::Hit => 0,
-            CacheOutcome::Miss => 1,
-            CacheOutcome::Joined => 2,
-            CacheOutcome::NotNeeded => return,
-        };
-        LOOKUPS[index].inc();
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheOutcome::Hit => "hit",
-            CacheOutcome::Miss => "miss",
-            CacheOutcome::Joined => "joined",
-            CacheOutcome::NotNeeded => "none",
-        }
-    }
-}
 
 /// Time limits on waiting for content (`timeout_ms`).
 #[derive(Debug, Clone, Copy)]

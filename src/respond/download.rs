@@ -15,6 +15,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
+use crate::access_log::CacheOutcome;
 use crate::body::{self, Body};
 use crate::byte_range::ByteRange;
 use crate::cache::{CacheKey, CachedMedia, Prepared};
@@ -25,7 +26,7 @@ use crate::media::query::MediaQuery;
 use crate::media::range::{self, Ranged};
 use crate::media::sniff;
 use crate::resolve::{Part, Resolver};
-use crate::respond::content::{CacheOutcome, Content, Ranged as Source, Waits};
+use crate::respond::content::{Content, Ranged as Source, Waits};
 
 /// What one response describes.
 struct Item<'a> {

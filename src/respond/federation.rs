@@ -19,9 +19,10 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 
+use crate::access_log::CacheOutcome;
 use crate::body::Body;
 use crate::media::headers;
-use crate::respond::content::{CacheOutcome, Content};
+use crate::respond::content::Content;
 
 /// A fresh random boundary: one derived from the content could be planted in the content.
 fn boundary() -> String {

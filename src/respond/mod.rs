@@ -9,9 +9,9 @@ pub mod thumbnail;
 
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::access_log::CacheOutcome;
 use crate::body::{self, Body};
 use crate::media::headers;
-use content::CacheOutcome;
 
 /// `304 Not Modified` for an `If-None-Match` that names our ETag: answered before anything
 /// is fetched, the same for downloads and thumbnails.

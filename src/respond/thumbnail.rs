@@ -19,6 +19,7 @@ use http::request::Parts;
 use http::{Method, Response};
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::access_log::CacheOutcome;
 use crate::body::{self, Body};
 use crate::cache::{CacheKey, CachedMedia, MediaCache};
 use crate::error::RequestError;
@@ -30,7 +31,7 @@ use crate::media::thumbnail::{
     self, dynamic_size, from_query, render, select_size, Limits, ThumbnailRequest, ThumbnailSize,
 };
 use crate::resolve::Resolver;
-use crate::respond::content::{CacheOutcome, Content, Waits};
+use crate::respond::content::{Content, Waits};
 
 type Rendered = Result<Arc<CachedMedia>, RequestError>;
 /// One render under way (or done), shared by the requests waiting for it.
