@@ -98,7 +98,7 @@ impl App {
             gateways,
             Limits {
                 max_bytes: config.media.max_bytes.as_u64(),
-                max_cached_bytes: config.cache.max_item_bytes.as_u64(),
+                max_cached_bytes: config.cache.item_limit().as_u64(),
                 range_fetch_threshold: config.media.range_fetch_threshold.as_u64(),
             },
         );

@@ -48,23 +48,21 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DenylistConfig {
     /// Files of blocked CIDs: plain (one CID per line) or the IPFS compact denylist format.
     /// Relative paths are relative to the configuration file's directory.
-    #[serde(default)]
     pub paths: Vec<PathBuf>,
     /// How often the files are looked at for changes; "0s" turns that off (SIGHUP still
     /// reloads them).
-    #[serde(default = "defaults::denylist_watch", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `/metrics`, `/health`, `/ready`; off when absent. Keep it on loopback.
-    #[serde(default)]
     pub listen: Option<SocketAddr>,
 }
 
@@ -74,14 +72,25 @@ pub struct ServerConfig {
     /// One address or a list of them.
     pub listen: Listen,
     /// How long in-flight requests may take to finish after SIGTERM.
-    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Time a client has to send its request headers.
-    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Threads serving connections, each with a runtime of its own; 0: one per CPU.
     #[serde(default)]
     pub workers: usize,
+}
+
+// The defaults of sections that have a required key, so they cannot default as a whole.
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn sixty_seconds() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.
@@ -106,7 +115,7 @@ impl Listen {
 pub struct HomeserverConfig {
     /// Base URL of the homeserver (plain HTTP; it normally runs beside the proxy).
     pub url: Url,
-    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    #[serde(default = "five_seconds", with = "humantime_serde")]
     pub connect_timeout: Duration,
 }
 
@@ -117,13 +126,11 @@ pub struct GatewayConfig {
     pub url: Url,
     /// `trusted` (path gateway, bytes taken as they come) or `trustless` (blocks and CARs,
     /// every byte checked against the CID). Default: trusted for loopback, else trustless.
-    #[serde(default)]
     pub mode: Option<GatewayMode>,
     /// Longest wait for the gateway's response headers, and longest pause between two reads.
-    #[serde(default = "defaults::gateway_timeout", with = "humantime_serde")]
+    #[serde(default = "sixty_seconds", with = "humantime_serde")]
     pub timeout: Duration,
     /// `Authorization` header value for a private gateway. Secret: never logged.
-    #[serde(default)]
     pub authorization: Option<String>,
 }
 
@@ -168,84 +175,63 @@ impl GatewayConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetrievalConfig {
     /// When the best gateway has not answered within this, the next one is asked too.
-    #[serde(default = "defaults::hedge_delay", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub hedge_delay: Duration,
     /// How long a gateway caught serving a bad block is asked last.
-    #[serde(default = "defaults::bench_time", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub bench_time: Duration,
     /// How often every gateway is probed (`GET /ipfs/bafkqaaa?format=raw`); "0s" turns it off.
-    #[serde(default = "defaults::probe_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
 }
 
-impl Default for RetrievalConfig {
-    fn default() -> Self {
-        Self {
-            hedge_delay: defaults::hedge_delay(),
-            bench_time: defaults::bench_time(),
-            probe_interval: defaults::probe_interval(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Total bytes of media held in memory.
-    #[serde(default = "defaults::cache_max_bytes")]
     pub max_bytes: ByteSize,
-    /// Media larger than this is streamed through without being kept.
-    #[serde(default = "defaults::cache_max_item_bytes")]
-    pub max_item_bytes: ByteSize,
+    /// Media larger than this is streamed through without being kept. Default:
+    /// 64 MiB or an eighth of `max_bytes`, whichever is smaller (see [`Self::item_limit`]).
+    pub max_item_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Larger ipfs media is refused with 502 `M_TOO_LARGE`.
-    #[serde(default = "defaults::media_max_bytes")]
     pub max_bytes: ByteSize,
     /// Serve ipfs media on the unauthenticated `/_matrix/media/*` routes.
-    #[serde(default = "defaults::yes")]
     pub legacy_unauthenticated: bool,
     /// Wait for content when the client sends no `timeout_ms`.
-    #[serde(default = "defaults::default_wait", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub default_timeout: Duration,
     /// Upper bound on a client's `timeout_ms`.
-    #[serde(default = "defaults::max_wait", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_timeout: Duration,
     /// A second, spec-grammar form of ipfs media IDs (`ipfs_<cid>`); empty turns it off.
-    #[serde(default = "defaults::alias_prefix")]
     pub id_alias_prefix: String,
     /// A `Range` of uncached media starting more than this beyond what the shared fetch has
     /// delivered (beyond byte 0 when none runs) is fetched on its own.
-    #[serde(default = "defaults::range_fetch_threshold")]
     pub range_fetch_threshold: ByteSize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ThumbnailsConfig {
     /// Make thumbnails of ipfs images; off, thumbnail requests go to the homeserver.
-    #[serde(default = "defaults::yes")]
     pub enabled: bool,
     /// Render the exact requested size instead of choosing among `sizes`.
-    #[serde(default)]
     pub dynamic: bool,
     /// The sizes thumbnails are made at (Synapse's defaults).
-    #[serde(default = "defaults::thumbnail_sizes")]
     pub sizes: Vec<ThumbnailSizeConfig>,
     /// Images with more pixels are not thumbnailed (decompression bombs).
-    #[serde(default = "defaults::max_pixels")]
     pub max_pixels: u64,
     /// Larger sources are not thumbnailed.
-    #[serde(default = "defaults::thumbnail_source_bytes")]
     pub max_source_bytes: ByteSize,
     /// Thumbnails rendered at once; 0 means one per CPU.
-    #[serde(default)]
     pub max_concurrent: usize,
 }
 
@@ -264,135 +250,38 @@ pub enum ThumbnailMethod {
     Scale,
 }
 
-impl Default for ThumbnailsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            dynamic: false,
-            sizes: defaults::thumbnail_sizes(),
-            max_pixels: defaults::max_pixels(),
-            max_source_bytes: defaults::thumbnail_source_bytes(),
-            max_concurrent: 0,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CapabilitiesConfig {
     /// Add `m.ipfs` (and `io.t2bot.ipfs`) to the homeserver's capabilities answer.
-    #[serde(default)]
     pub advertise_ipfs: bool,
     /// The server name clients should put in the `mxc://` URIs of content they add to IPFS.
-    #[serde(default)]
     pub preferred_origin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// How long an access token the homeserver accepted is trusted without asking again.
-    #[serde(default = "defaults::token_ttl", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub token_cache_ttl: Duration,
     /// How many accepted tokens are remembered at most.
-    #[serde(default = "defaults::token_entries")]
     pub token_cache_entries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter (`info`, `ipfs_media_proxy=debug`, ...); `RUST_LOG` wins when set.
-    #[serde(default = "defaults::log_level")]
     pub level: String,
 }
 
-mod defaults {
-    use super::*;
-    pub fn shutdown_grace() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn header_read_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn connect_timeout() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn gateway_timeout() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn hedge_delay() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn bench_time() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn probe_interval() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn cache_max_bytes() -> ByteSize {
-        ByteSize::mib(512)
-    }
-    pub fn cache_max_item_bytes() -> ByteSize {
-        ByteSize::mib(64)
-    }
-    pub fn media_max_bytes() -> ByteSize {
-        ByteSize::mib(100)
-    }
-    pub fn range_fetch_threshold() -> ByteSize {
-        ByteSize::mib(4)
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn default_wait() -> Duration {
-        Duration::from_secs(20)
-    }
-    pub fn max_wait() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn token_ttl() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn token_entries() -> u64 {
-        10_000
-    }
-    pub fn thumbnail_sizes() -> Vec<ThumbnailSizeConfig> {
-        let size = |width, height, method| ThumbnailSizeConfig {
-            width,
-            height,
-            method,
-        };
-        vec![
-            size(32, 32, ThumbnailMethod::Crop),
-            size(96, 96, ThumbnailMethod::Crop),
-            size(320, 240, ThumbnailMethod::Scale),
-            size(640, 480, ThumbnailMethod::Scale),
-            size(800, 600, ThumbnailMethod::Scale),
-        ]
-    }
-    pub fn max_pixels() -> u64 {
-        32 * 1024 * 1024
-    }
-    pub fn thumbnail_source_bytes() -> ByteSize {
-        ByteSize::mib(64)
-    }
-    pub fn alias_prefix() -> String {
-        crate::media::media_id::DEFAULT_ALIAS_PREFIX.to_owned()
-    }
-    pub fn log_level() -> String {
-        "info".to_owned()
-    }
-    pub fn denylist_watch() -> Duration {
-        Duration::from_secs(5)
-    }
-}
-
-impl Default for DenylistConfig {
+impl Default for RetrievalConfig {
     fn default() -> Self {
         Self {
-            paths: Vec::new(),
-            watch_interval: defaults::denylist_watch(),
+            hedge_delay: Duration::from_secs(2),
+            bench_time: Duration::from_secs(300),
+            probe_interval: Duration::from_secs(30),
         }
     }
 }
@@ -400,21 +289,56 @@ impl Default for DenylistConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            max_bytes: defaults::cache_max_bytes(),
-            max_item_bytes: defaults::cache_max_item_bytes(),
+            max_bytes: ByteSize::mib(512),
+            max_item_bytes: None,
         }
+    }
+}
+
+impl CacheConfig {
+    /// The largest item kept: `max_item_bytes` when set, else a default that follows
+    /// `max_bytes` (a small cache is not refused for a key the admin never set).
+    pub fn item_limit(&self) -> ByteSize {
+        self.max_item_bytes.unwrap_or_else(|| {
+            ByteSize::b((self.max_bytes.as_u64() / 8).min(ByteSize::mib(64).as_u64()))
+        })
     }
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
         Self {
-            max_bytes: defaults::media_max_bytes(),
+            max_bytes: ByteSize::mib(100),
             legacy_unauthenticated: true,
-            default_timeout: defaults::default_wait(),
-            max_timeout: defaults::max_wait(),
-            id_alias_prefix: defaults::alias_prefix(),
-            range_fetch_threshold: defaults::range_fetch_threshold(),
+            default_timeout: Duration::from_secs(20),
+            max_timeout: Duration::from_secs(60),
+            id_alias_prefix: crate::media::media_id::DEFAULT_ALIAS_PREFIX.to_owned(),
+            range_fetch_threshold: ByteSize::mib(4),
+        }
+    }
+}
+
+impl Default for ThumbnailsConfig {
+    fn default() -> Self {
+        let size = |width, height, method| ThumbnailSizeConfig {
+            width,
+            height,
+            method,
+        };
+        Self {
+            enabled: true,
+            dynamic: false,
+            // Synapse's defaults.
+            sizes: vec![
+                size(32, 32, ThumbnailMethod::Crop),
+                size(96, 96, ThumbnailMethod::Crop),
+                size(320, 240, ThumbnailMethod::Scale),
+                size(640, 480, ThumbnailMethod::Scale),
+                size(800, 600, ThumbnailMethod::Scale),
+            ],
+            max_pixels: 32 * 1024 * 1024,
+            max_source_bytes: ByteSize::mib(64),
+            max_concurrent: 0,
         }
     }
 }
@@ -422,8 +346,17 @@ impl Default for MediaConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            token_cache_ttl: defaults::token_ttl(),
-            token_cache_entries: defaults::token_entries(),
+            token_cache_ttl: Duration::from_secs(60),
+            token_cache_entries: 10_000,
+        }
+    }
+}
+
+impl Default for DenylistConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            watch_interval: Duration::from_secs(5),
         }
     }
 }
@@ -431,7 +364,7 @@ impl Default for AuthConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: defaults::log_level(),
+            level: "info".to_owned(),
         }
     }
 }
@@ -507,10 +440,10 @@ impl Config {
                 }
             }
         }
-        if self.cache.max_item_bytes > self.cache.max_bytes {
+        if self.cache.item_limit() > self.cache.max_bytes {
             return invalid("cache.max_item_bytes", "must not exceed cache.max_bytes");
         }
-        if self.cache.max_item_bytes.as_u64() > u64::from(u32::MAX) {
+        if self.cache.item_limit().as_u64() > u64::from(u32::MAX) {
             return invalid("cache.max_item_bytes", "must be under 4 GiB");
         }
         if self.media.max_bytes.as_u64() == 0 {
@@ -570,7 +503,7 @@ impl Config {
             self.homeserver.url,
             gateways,
             self.cache.max_bytes.display().iec(),
-            self.cache.max_item_bytes.display().iec(),
+            self.cache.item_limit().display().iec(),
             self.media.max_bytes.display().iec(),
             self.media.legacy_unauthenticated,
             self.denylist.paths,
@@ -617,7 +550,7 @@ pub(crate) mod tests {
         assert_eq!(c.server.listen.addrs().len(), 2);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(125));
         assert_eq!(c.cache.max_bytes, ByteSize::gib(1));
-        assert_eq!(c.cache.max_item_bytes, ByteSize::mb(10));
+        assert_eq!(c.cache.item_limit(), ByteSize::mb(10));
     }
 
     #[test]
@@ -638,6 +571,19 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("homeserver.url"), "{err}");
+    }
+
+    /// A small cache alone is a valid config: the item limit follows it (issue #16).
+    #[test]
+    fn the_item_limit_follows_a_small_cache() {
+        let c =
+            Config::from_toml(&(MINIMAL.to_owned() + "[cache]\nmax_bytes = \"8MiB\"\n")).unwrap();
+        assert_eq!(c.cache.item_limit(), ByteSize::mib(1));
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.cache.item_limit(), ByteSize::mib(64));
+        let c =
+            Config::from_toml(&(MINIMAL.to_owned() + "[cache]\nmax_bytes = \"8GiB\"\n")).unwrap();
+        assert_eq!(c.cache.item_limit(), ByteSize::mib(64));
     }
 
     #[test]
