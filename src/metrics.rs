@@ -42,6 +42,11 @@ pub struct GatewayLabel {
     pub gateway: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    pub worker: String,
+}
+
 type Seconds = Family<RouteOnly, Histogram, fn() -> Histogram>;
 type GatewaySeconds = Family<GatewayLabel, Histogram, fn() -> Histogram>;
 
@@ -65,6 +70,7 @@ pub struct Metrics {
     pub denylist_rules: Gauge<i64, AtomicI64>,
     pub denylist_reloads: Family<Outcome, Counter>,
     pub config_reloads: Family<Outcome, Counter>,
+    pub connections: Family<WorkerLabel, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -86,6 +92,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         gateway_requests: Family::default(),
         gateway_duration: Family::new_with_constructor(latency as fn() -> Histogram),
         verification_failures: Family::default(),
+        connections: Family::default(),
         token_checks: Family::default(),
         token_cache_hits: Counter::default(),
         thumbnails_rendered: Counter::default(),
@@ -184,6 +191,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "config_reloads",
         "Configuration reloads on SIGHUP, by outcome",
         m.config_reloads.clone(),
+    );
+    registry.register(
+        "connections",
+        "Client connections accepted, by the connection worker serving them",
+        m.connections.clone(),
     );
     Metrics { registry, ..m }
 });

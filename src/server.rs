@@ -340,7 +340,14 @@ impl Worker {
         drained: oneshot::Sender<()>,
     ) {
         let graceful = GracefulShutdown::new();
+        let accepted = crate::metrics::METRICS
+            .connections
+            .get_or_create(&crate::metrics::WorkerLabel {
+                worker: self.index.to_string(),
+            })
+            .clone();
         while let Some((stream, peer)) = connections.recv().await {
+            accepted.inc();
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(&self.builder, &graceful, &self.app, stream, peer),
                 Err(error) => tracing::warn!(%error, "cannot serve a connection"),
