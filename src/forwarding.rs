@@ -76,7 +76,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderV
             entry.insert(peer.forwarded_for.clone());
         }
         Entry::Occupied(mut entry) => {
-            // Earlier hops, in order (lines that are not text are dropped, as before), then us.
+            // Earlier hops, in order (lines that are not text are dropped), then us.
             let mut chain = BytesMut::new();
             for value in entry.iter().filter(|v| v.to_str().is_ok()) {
                 chain.put_slice(value.as_bytes());

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod byte_range;
 pub mod cache;
+pub mod chain;
 pub mod capabilities;
 pub mod config;
 pub mod denylist;

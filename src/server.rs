@@ -89,8 +89,8 @@ impl Server {
     /// runtime of its own, and dealt out to them in turn as they are accepted: like nginx's
     /// worker processes, a connection's every request, its homeserver exchange and its
     /// response stay on one thread, with no work stealing or cross-thread wake-ups on the
-    /// way (a multi-threaded runtime measured about a fifth fewer small pass-throughs per
-    /// second on two cores, see the README). They share one `App` (cache, pools, metrics).
+    /// way (the README's benchmarks compare this with a multi-threaded runtime). They share
+    /// one `App` (cache, pools, metrics).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
