@@ -114,7 +114,8 @@ pub struct RequestLog {
     /// Body bytes the response announced (`Content-Length`; zero for HEAD, 204, 304).
     pub announced: Option<u64>,
     pub started: Instant,
-    pub in_flight: InFlight,
+    /// Held, never read: its drop is what lowers the gauge.
+    pub _in_flight: InFlight,
 }
 
 impl RequestLog {
@@ -278,7 +279,7 @@ where
                 status,
                 announced,
                 started,
-                in_flight,
+                _in_flight: in_flight,
             };
             Ok(response.map(|body| Logged::new(body, log).boxed()))
         }))

@@ -1,34 +1,45 @@
 //! ipfs-media-proxy: a reverse-proxy sidecar that serves MSC2706 `ipfs:` media for any Matrix
 //! homeserver and passes every other request through untouched.
 //!
-//! Data flows one way: `server` accepts -> `app` routes (`router`) -> `auth` checks tokens ->
-//! `resolve` finds bytes (`cache`, then one shared `ipfs::gateway` fetch) -> `media` answers.
-//! Everything that is not ours goes to `homeserver`.
+//! Data flows one way: `server` accepts -> `layers` (catch-panic, access log) -> `app` routes
+//! (`router::classify`) -> `auth` checks callers -> `resolve` finds bytes (`cache`, then one
+//! shared `ipfs` fetch) -> `respond` answers; failures become Matrix JSON in `error`, once.
+//! Everything that is not ours goes to `homeserver`. Each module uses only lower layers
+//! (`tests/architecture.rs` checks):
+//!
+//! ```text
+//! server > layers > app > respond > error > resolve, auth
+//!        > ipfs, cache, homeserver, access_log, reload
+//!        > config, denylist, router, capabilities, admin > media
+//!        > body, byte_range, metrics, forwarding, worker, chain
+//! ```
+//!
+//! Modules are crate-private unless a test, a benchmark or `main` needs them.
 
-pub mod access_log;
-pub mod admin;
+pub(crate) mod access_log;
+pub(crate) mod admin;
 pub mod app;
 pub mod auth;
-pub mod body;
-pub mod byte_range;
+pub(crate) mod body;
+pub(crate) mod byte_range;
 pub mod cache;
+pub(crate) mod capabilities;
 pub mod chain;
-pub mod capabilities;
 pub mod config;
 pub mod denylist;
 pub mod error;
-pub mod forwarding;
-pub mod homeserver;
+pub(crate) mod forwarding;
+pub(crate) mod homeserver;
 pub mod ipfs;
-pub mod layers;
+pub(crate) mod layers;
 pub mod media;
 pub mod metrics;
-pub mod reload;
-pub mod resolve;
-pub mod respond;
-pub mod router;
+pub(crate) mod reload;
+pub(crate) mod resolve;
+pub(crate) mod respond;
+pub(crate) mod router;
 pub mod server;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use config::Config;
 pub use server::Server;

@@ -41,13 +41,6 @@ pub fn requested(headers: &HeaderMap, etag: &HeaderValue) -> Option<ByteRange> {
     }
 }
 
-pub fn select(headers: &HeaderMap, total: u64, etag: &HeaderValue) -> Ranged {
-    match requested(headers, etag) {
-        None => Ranged::Whole,
-        Some(range) => of(&range, total),
-    }
-}
-
 /// What `range` selects in content of `total` bytes.
 pub fn of(range: &ByteRange, total: u64) -> Ranged {
     match range.resolve(total) {
@@ -68,6 +61,14 @@ pub fn unsatisfied_range(total: u64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a request's `Range` selects in content of `total` bytes.
+    fn select(headers: &HeaderMap, total: u64, etag: &HeaderValue) -> Ranged {
+        match requested(headers, etag) {
+            None => Ranged::Whole,
+            Some(range) => of(&range, total),
+        }
+    }
 
     fn with_range(value: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();

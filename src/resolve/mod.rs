@@ -24,7 +24,7 @@ use crate::ipfs::pool::Gateways;
 use crate::media::media_id::IpfsMedia;
 
 use flight::Shared;
-pub use flight::{Head, Limits, WINDOW};
+pub use flight::{Head, Limits};
 use part::KnownHeads;
 pub use part::{Known, Part};
 
