@@ -28,7 +28,7 @@ use crate::media::thumbnail::{
     Limits as ThumbnailLimits, Method as ThumbnailMethodKind, ThumbnailSize,
 };
 use crate::reload::Changes;
-use crate::resolve::{Limits, Resolver};
+use crate::resolve::{FetchLimits, Resolver};
 use crate::respond::content::Content;
 use crate::respond::content::Waits;
 use crate::respond::thumbnail::{self, Thumbnailer};
@@ -96,7 +96,7 @@ impl App {
         let resolver = Resolver::new(
             cache,
             gateways,
-            Limits {
+            FetchLimits {
                 max_bytes: config.media.max_bytes.as_u64(),
                 max_cached_bytes: config.cache.item_limit().as_u64(),
                 range_fetch_threshold: config.media.range_fetch_threshold.as_u64(),

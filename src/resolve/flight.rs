@@ -35,7 +35,7 @@ pub struct Head {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct FetchLimits {
     /// Larger content is refused (`media.max_bytes`).
     pub max_bytes: u64,
     /// Content up to this size is kept whole for the cache (`cache.max_item_bytes`).
@@ -176,7 +176,7 @@ impl Shared {
     pub(crate) async fn produce(
         &self,
         fetch: impl std::future::Future<Output = Result<GatewayResponse, FetchError>>,
-        limits: Limits,
+        limits: FetchLimits,
     ) -> Option<Complete> {
         let result = self.produce_inner(fetch, limits).await;
         let mut s = self.lock();
@@ -204,7 +204,7 @@ impl Shared {
     async fn produce_inner(
         &self,
         fetch: impl std::future::Future<Output = Result<GatewayResponse, FetchError>>,
-        limits: Limits,
+        limits: FetchLimits,
     ) -> Result<Option<&'static str>, FetchError> {
         let GatewayResponse {
             content_length,

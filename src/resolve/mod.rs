@@ -24,7 +24,7 @@ use crate::ipfs::pool::Gateways;
 use crate::media::media_id::IpfsMedia;
 
 use flight::Shared;
-pub use flight::{Head, Limits};
+pub use flight::{FetchLimits, Head};
 use part::KnownHeads;
 pub use part::{Known, Part};
 
@@ -52,7 +52,7 @@ pub struct Resolver {
 struct Inner {
     cache: MediaCache,
     gateways: Arc<Gateways>,
-    limits: Limits,
+    limits: FetchLimits,
     flights: Mutex<HashMap<Cid, Entry>>,
     /// Length and sniffed type of content seen but not cached, so that a seek need not ask
     /// for the first bytes again (see `part`).
@@ -75,7 +75,7 @@ impl Inner {
 }
 
 impl Resolver {
-    pub fn new(cache: MediaCache, gateways: Arc<Gateways>, limits: Limits) -> Self {
+    pub fn new(cache: MediaCache, gateways: Arc<Gateways>, limits: FetchLimits) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cache,

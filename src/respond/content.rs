@@ -42,7 +42,7 @@ pub enum Content {
 }
 
 /// What a request for one range is answered from.
-pub enum Ranged {
+pub enum RangeSource {
     /// The item (cached or arriving), from which the range is cut.
     Content(Content, CacheOutcome),
     /// The range alone, fetched for this request (a cache miss).
@@ -67,11 +67,11 @@ impl Content {
         media: &IpfsMedia,
         wait: Duration,
         wanted: ByteRange,
-    ) -> Result<Ranged, RequestError> {
+    ) -> Result<RangeSource, RequestError> {
         match resolver.resolve_range(media, &wanted) {
             RangePlan::Shared(resolved) => {
                 let (content, outcome) = Self::from_resolved(resolved, wait, wait).await?;
-                Ok(Ranged::Content(content, outcome))
+                Ok(RangeSource::Content(content, outcome))
             }
             RangePlan::Apart(known) => {
                 let deadline = tokio::time::Instant::now() + wait;
@@ -79,7 +79,7 @@ impl Content {
                     .await
                     .map_err(|_| RequestError::NotInTime(wait))?;
                 match fetched {
-                    Ok(part) => Ok(Ranged::Part(part)),
+                    Ok(part) => Ok(RangeSource::Part(part)),
                     // No gateway gave a usable part (a `Range` ignored without a length, a
                     // 206 or range CAR that does not fit), which says nothing of the whole:
                     // the range is cut from the shared full fetch, as from the cache.
@@ -88,7 +88,7 @@ impl Content {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                         let (content, outcome) =
                             Self::from_resolved(resolver.resolve(media), left, wait).await?;
-                        Ok(Ranged::Content(content, outcome))
+                        Ok(RangeSource::Content(content, outcome))
                     }
                     Err(error) => Err(error.into()),
                 }

@@ -26,7 +26,7 @@ use crate::media::query::MediaQuery;
 use crate::media::range::{self, Ranged};
 use crate::media::sniff;
 use crate::resolve::{Part, Resolver};
-use crate::respond::content::{Content, Ranged as Source, Waits};
+use crate::respond::content::{Content, RangeSource as Source, Waits};
 
 /// What one response describes.
 struct Item<'a> {
