@@ -80,6 +80,18 @@ pub struct ServerConfig {
     /// Threads serving connections, each with a runtime of its own; 0: one per CPU.
     #[serde(default)]
     pub workers: usize,
+    /// Client connections open at once; past it a new connection is closed at once (and
+    /// counted). 0: derived from the open-file limit, leaving room for upstream sockets.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// A connection that sends no byte this long after it is accepted is closed.
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed: idle
+    /// keep-alive, a stalled HTTP/2 handshake, a client that stopped reading its answer.
+    /// Keep it above the longest long-poll clients use (`/sync?timeout=30000`).
+    #[serde(default = "two_minutes", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 // The defaults of sections that have a required key, so they cannot default as a whole.
@@ -91,6 +103,12 @@ fn five_seconds() -> Duration {
 }
 fn sixty_seconds() -> Duration {
     Duration::from_secs(60)
+}
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+fn two_minutes() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.
@@ -411,6 +429,12 @@ impl Config {
         };
         if self.server.listen.addrs().is_empty() {
             return invalid("server.listen", "at least one address is needed");
+        }
+        if self.server.first_byte_timeout.is_zero() || self.server.idle_timeout.is_zero() {
+            return invalid(
+                "server.idle_timeout",
+                "first_byte_timeout and idle_timeout must be more than zero",
+            );
         }
         if self.homeserver.url.scheme() != "http" || self.homeserver.url.host().is_none() {
             return invalid(

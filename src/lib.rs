@@ -26,6 +26,7 @@ pub mod cache;
 pub(crate) mod capabilities;
 pub mod chain;
 pub mod config;
+pub(crate) mod connection;
 pub mod denylist;
 pub mod error;
 pub(crate) mod forwarding;

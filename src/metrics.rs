@@ -71,6 +71,8 @@ pub struct Metrics {
     pub denylist_reloads: Family<Outcome, Counter>,
     pub config_reloads: Family<Outcome, Counter>,
     pub connections: Family<WorkerLabel, Counter>,
+    pub connections_refused: Counter,
+    pub connection_timeouts: Family<Outcome, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -93,6 +95,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         gateway_duration: Family::new_with_constructor(latency as fn() -> Histogram),
         verification_failures: Family::default(),
         connections: Family::default(),
+        connections_refused: Counter::default(),
+        connection_timeouts: Family::default(),
         token_checks: Family::default(),
         token_cache_hits: Counter::default(),
         thumbnails_rendered: Counter::default(),
@@ -196,6 +200,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "connections",
         "Client connections accepted, by the connection worker serving them",
         m.connections.clone(),
+    );
+    registry.register(
+        "connections_refused",
+        "Client connections closed at once because server.max_connections were open",
+        m.connections_refused.clone(),
+    );
+    registry.register(
+        "connection_timeouts",
+        "Client connections closed for silence (first_byte_timeout) or idleness (idle_timeout)",
+        m.connection_timeouts.clone(),
     );
     Metrics { registry, ..m }
 });

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
+use crate::connection::{Activity, Ceiling, Slot, Watched};
 use crate::forwarding::Peer;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,15 @@ pub struct Server {
     shutdown_grace: Duration,
     header_read_timeout: Duration,
     workers: usize,
+    ceiling: Ceiling,
+    timeouts: Timeouts,
+}
+
+/// How long a connection may be silent, or idle (see `connection`).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    first_byte: Duration,
+    idle: Duration,
 }
 
 impl Server {
@@ -64,6 +74,11 @@ impl Server {
             shutdown_grace: config.server.shutdown_grace,
             header_read_timeout: config.server.header_read_timeout,
             workers: config.server.workers,
+            ceiling: Ceiling::new(config.server.max_connections),
+            timeouts: Timeouts {
+                first_byte: config.server.first_byte_timeout,
+                idle: config.server.idle_timeout,
+            },
         })
     }
 
@@ -103,17 +118,31 @@ impl Server {
         let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
 
         // One accept loop per address, all feeding connections to the loop below.
+        tracing::info!(
+            max_connections = self.ceiling.max(),
+            first_byte_timeout = ?self.timeouts.first_byte,
+            idle_timeout = ?self.timeouts.idle,
+            "connection limits"
+        );
         for listener in self.listeners {
             let conn_tx = conn_tx.clone();
             let mut stop_rx = stop_rx.clone();
+            let ceiling = self.ceiling.clone();
             tokio::spawn(async move {
                 loop {
                     let (stream, peer) = tokio::select! {
                         _ = stop_rx.changed() => break,
                         accepted = accept(&listener) => accepted,
                     };
+                    // Past the ceiling a connection is closed at once: the ones open keep
+                    // being served, rather than every one starving for descriptors.
+                    let Some(slot) = ceiling.try_enter() else {
+                        crate::metrics::METRICS.connections_refused.inc();
+                        tracing::debug!(%peer, "connection refused: server.max_connections open");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    if conn_tx.send((stream, peer)).await.is_err() {
+                    if conn_tx.send((stream, peer, slot)).await.is_err() {
                         break;
                     }
                 }
@@ -124,14 +153,20 @@ impl Server {
             tokio::spawn(serve_admin(admin, self.app.admin(), stop_rx.clone()));
         }
 
-        let mut workers = Workers::start(self.workers, &builder, &self.app, self.shutdown_grace);
+        let mut workers = Workers::start(
+            self.workers,
+            &builder,
+            &self.app,
+            self.shutdown_grace,
+            self.timeouts,
+        );
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 next = conn_rx.recv() => {
-                    let Some((stream, peer)) = next else { break };
-                    workers.hand(stream, peer);
+                    let Some((stream, peer, slot)) = next else { break };
+                    workers.hand(stream, peer, slot);
                 }
             }
         }
@@ -139,16 +174,16 @@ impl Server {
         // Connections accepted but not handed out yet go to the workers too, which close them
         // at once if no request is under way, rather than keeping them until the end.
         conn_rx.close();
-        while let Some((stream, peer)) = conn_rx.recv().await {
-            workers.hand(stream, peer);
+        while let Some((stream, peer, slot)) = conn_rx.recv().await {
+            workers.hand(stream, peer, slot);
         }
         tracing::info!("shutting down: draining in-flight requests");
         workers.drain().await;
     }
 }
 
-/// A new connection on its way to a worker, out of any runtime's reactor.
-type Handed = (std::net::TcpStream, SocketAddr);
+/// A new connection on its way to a worker, out of any runtime's reactor, with its slot.
+type Handed = (std::net::TcpStream, SocketAddr, Slot);
 
 /// The connection workers, or, when none could be started, this runtime serving them.
 struct Workers {
@@ -172,6 +207,7 @@ struct Local {
     app: Arc<App>,
     graceful: GracefulShutdown,
     grace: Duration,
+    timeouts: Timeouts,
 }
 
 impl Workers {
@@ -181,6 +217,7 @@ impl Workers {
         builder: &auto::Builder<TokioExecutor>,
         app: &Arc<App>,
         grace: Duration,
+        timeouts: Timeouts,
     ) -> Self {
         let count = match count {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -208,6 +245,7 @@ impl Workers {
                 builder: builder.clone(),
                 app: Arc::clone(app),
                 grace,
+                timeouts,
                 released: released.clone(),
             };
             match worker.spawn() {
@@ -232,15 +270,23 @@ impl Workers {
                 app: Arc::clone(app),
                 graceful: GracefulShutdown::new(),
                 grace,
+                timeouts,
             });
         }
         workers
     }
 
     /// Gives a new connection to the next worker in turn.
-    fn hand(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn hand(&mut self, stream: TcpStream, peer: SocketAddr, slot: Slot) {
         if let Some(local) = &self.here {
-            serve_connection(&local.builder, &local.graceful, &local.app, stream, peer);
+            let connection = Connection { stream, peer, slot };
+            serve_connection(
+                &local.builder,
+                &local.graceful,
+                &local.app,
+                connection,
+                local.timeouts,
+            );
             return;
         }
         // Out of this runtime's reactor, into the worker's (it registers it again).
@@ -251,7 +297,7 @@ impl Workers {
                 return;
             }
         };
-        let mut connection = Some((stream, peer));
+        let mut connection = Some((stream, peer, slot));
         for _ in 0..self.queues.len() {
             let index = self.next % self.queues.len();
             self.next = self.next.wrapping_add(1);
@@ -287,6 +333,7 @@ struct Worker {
     builder: auto::Builder<TokioExecutor>,
     app: Arc<App>,
     grace: Duration,
+    timeouts: Timeouts,
     released: watch::Receiver<bool>,
 }
 
@@ -346,10 +393,19 @@ impl Worker {
                 worker: self.index.to_string(),
             })
             .clone();
-        while let Some((stream, peer)) = connections.recv().await {
+        while let Some((stream, peer, slot)) = connections.recv().await {
             accepted.inc();
             match TcpStream::from_std(stream) {
-                Ok(stream) => serve_connection(&self.builder, &graceful, &self.app, stream, peer),
+                Ok(stream) => {
+                    let connection = Connection { stream, peer, slot };
+                    serve_connection(
+                        &self.builder,
+                        &graceful,
+                        &self.app,
+                        connection,
+                        self.timeouts,
+                    )
+                }
                 Err(error) => tracing::warn!(%error, "cannot serve a connection"),
             }
         }
@@ -361,23 +417,42 @@ impl Worker {
     }
 }
 
-/// Serves one client connection on this runtime, as a task of its own.
+/// An accepted connection and the slot it holds under the ceiling.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+}
+
+/// Serves one client connection on this runtime, as a task of its own, until it ends, goes
+/// silent or idle past its timeouts, or the server stops.
 fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     app: &Arc<App>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    connection: Connection,
+    timeouts: Timeouts,
 ) {
+    let Connection { stream, peer, slot } = connection;
     let service = TowerToHyperService::new(crate::layers::stack(Arc::clone(app), Peer::new(peer)));
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let connection = graceful.watch(connection);
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+    let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%peer, error = %error, "connection ended with an error");
+        tokio::select! {
+            ended = connection => if let Err(error) = ended {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            },
+            // Dropping the connection closes the socket (and cancels what it was serving).
+            expired = activity.expired(timeouts.first_byte, timeouts.idle) => {
+                crate::metrics::METRICS
+                    .connection_timeouts
+                    .get_or_create(&crate::metrics::Outcome { outcome: expired.as_str() })
+                    .inc();
+                tracing::debug!(%peer, reason = expired.as_str(), "connection closed by its timeout");
+            }
         }
+        drop(slot);
     });
 }
 
