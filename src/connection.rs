@@ -69,7 +69,7 @@ fn open_file_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes one `rlimit` into the struct it is given, which lives here.
     let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+    (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// When a connection last moved a byte, shared by its socket and its watchdog.
