@@ -4,6 +4,13 @@
 //!
 //! Each gateway has its own `reqwest` client so that its timeout (response headers, and every
 //! pause between reads) and its optional `Authorization` header are its own.
+//!
+//! A gateway is only ever asked at its configured address: redirects are never followed (a
+//! 3xx is that gateway's failure, so a gateway cannot point the proxy at a loopback or other
+//! internal service), and every request says `Accept-Encoding: identity`; an answer in any
+//! other content coding is that gateway's failure too (its bytes would not be the content's,
+//! and decoding them would invite decompression bombs). reqwest is built without its
+//! decompression features, so nothing is ever decoded behind our back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +130,10 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: &GatewayConfig) -> Result<Arc<Self>, reqwest::Error> {
         let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         if let Some(value) = &config.authorization {
             let mut value = HeaderValue::from_str(value).expect("validated in config");
             value.set_sensitive(true);
@@ -131,7 +142,8 @@ impl Gateway {
         let client = reqwest::Client::builder()
             .read_timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // Never followed: see the module documentation.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ipfs-media-proxy/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .build()?;
@@ -163,10 +175,20 @@ impl Gateway {
         if let Some(range) = range {
             request = request.header(header::RANGE, range);
         }
-        tokio::time::timeout(self.timeout, request.send())
+        let response = tokio::time::timeout(self.timeout, request.send())
             .await
             .map_err(|_| FetchError::Timeout)?
-            .map_err(transport_error)
+            .map_err(transport_error)?;
+        if response.status().is_redirection() {
+            return Err(FetchError::Upstream(format!(
+                "the gateway answered {} (redirects are not followed)",
+                response.status()
+            )));
+        }
+        if response.status().is_success() {
+            check_identity_coding(response.headers())?;
+        }
+        Ok(response)
     }
 
     /// As [`Self::send`], and only a 200 is content.
@@ -339,6 +361,24 @@ impl Gateway {
             Ok(Ok(response)) if response.status().is_success()
         )
     }
+}
+
+/// Content bytes must come as they are: no `Content-Encoding` but `identity` (we asked for
+/// nothing else), or the bytes served would not be the content's.
+fn check_identity_coding(headers: &HeaderMap) -> Result<(), FetchError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let identity = value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(FetchError::Upstream(format!(
+                "the gateway answered with Content-Encoding {value:?} (only identity is accepted)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a status other than the one expected says about the content.

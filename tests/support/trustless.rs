@@ -64,6 +64,10 @@ pub enum Lie {
     ShortLength,
     /// Answers 404 for CARs (only raw blocks are served).
     NoCar,
+    /// Answers every request but the probe with `302 Location: <url>`.
+    Redirect(String),
+    /// Serves honestly, but labels every answer but the probe's `Content-Encoding: <coding>`.
+    Encoding(&'static str),
 }
 
 /// What the stub does with `entity-bytes`.
@@ -167,6 +171,26 @@ impl TrustlessStub {
         else {
             return status(StatusCode::BAD_REQUEST);
         };
+        let lie = self.lie.lock().unwrap().clone();
+        let probe = cid.to_string() == "bafkqaaa";
+        match lie {
+            Lie::Redirect(location) if !probe => {
+                let mut r = status(StatusCode::FOUND);
+                r.headers_mut()
+                    .insert(http::header::LOCATION, location.parse().unwrap());
+                r
+            }
+            Lie::Encoding(coding) if !probe => {
+                let mut r = self.answer_cid(cid, query);
+                r.headers_mut()
+                    .insert(http::header::CONTENT_ENCODING, coding.parse().unwrap());
+                r
+            }
+            _ => self.answer_cid(cid, query),
+        }
+    }
+
+    fn answer_cid(&self, cid: Cid, query: &str) -> Response<StubBody> {
         if query.contains("format=raw") {
             self.raw_requests.fetch_add(1, Ordering::SeqCst);
             if cid.to_string() == "bafkqaaa" {
