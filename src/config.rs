@@ -179,6 +179,14 @@ pub struct RetrievalConfig {
     /// How often every gateway is probed (`GET /ipfs/bafkqaaa?format=raw`); "0s" turns it off.
     #[serde(default = "defaults::probe_interval", with = "humantime_serde")]
     pub probe_interval: Duration,
+    /// The most blocks one verified (trustless) walk of a file may take, whatever its size
+    /// justifies; a DAG needing more is refused (502 `M_UNKNOWN`).
+    #[serde(default = "default_max_dag_blocks")]
+    pub max_dag_blocks: u64,
+}
+
+fn default_max_dag_blocks() -> u64 {
+    crate::ipfs::walk::DEFAULT_MAX_BLOCKS
 }
 
 impl Default for RetrievalConfig {
@@ -187,6 +195,7 @@ impl Default for RetrievalConfig {
             hedge_delay: defaults::hedge_delay(),
             bench_time: defaults::bench_time(),
             probe_interval: defaults::probe_interval(),
+            max_dag_blocks: default_max_dag_blocks(),
         }
     }
 }

@@ -8,13 +8,14 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::gateway::{raw_cid, Behaviour, GatewayStub};
 use support::homeserver::HomeserverStub;
-use support::trustless::{Dag, Lie, TrustlessStub};
+use support::trustless::{Dag, DiamondGateway, Lie, TrustlessStub};
 use support::{bounded, client, json, Proxy, ProxyBuilder};
 
 const SECRET: &str = "TOP SECRET internal body";
@@ -273,6 +274,96 @@ async fn an_encoded_trustless_answer_is_that_gateways_failure() {
         let p = proxy(&[e_addr, honest.start().await], &[TRUSTLESS], RETRIEVAL).await;
         let r = client()
             .get(download(&p, &dag.root.to_string()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap(), Dag::file("file20k.bin"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_diamond_dag_is_refused_quickly_and_real_dags_still_verify() {
+    bounded(30, async {
+        let diamond = DiamondGateway::new();
+        let d_addr = diamond.start().await;
+        let p = proxy(&[d_addr], &[TRUSTLESS], RETRIEVAL).await;
+        let started = Instant::now();
+        let r = client()
+            .get(download(&p, &diamond.root.to_string()))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_bad_gateway(r).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(900), "answered in {took:?}");
+        let message = json(&body)["error"].as_str().unwrap().to_owned();
+        assert!(message.contains("DAG"), "{message}");
+        // The whole CAR is 1.39 GB; what left the stub is the root and what the sockets
+        // buffered before the proxy hung up.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pulled = diamond.bytes_sent();
+        assert!(pulled < 16 << 20, "pulled {pulled} bytes");
+        assert_eq!(
+            diamond.requests(),
+            1,
+            "refused: no other gateway or block asked for"
+        );
+        assert_eq!(
+            gateway_outcomes(&metrics(&p).await, d_addr, "too_costly"),
+            1
+        );
+        // Control: real DAGs made by js-ipfs, through a proxy of the same configuration.
+        let dags = [
+            Dag::load("deep-64.car").await,
+            Dag::load("balanced-1k.car").await,
+            Dag::load("trickle-512.car").await,
+            Dag::load("cidv0-4k.car").await,
+        ];
+        let honest = TrustlessStub::new(&dags, Lie::Honest);
+        let p = proxy(&[d_addr, honest.start().await], &[TRUSTLESS], RETRIEVAL).await;
+        for dag in &dags {
+            let r = client()
+                .get(download(&p, &dag.root.to_string()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.bytes().await.unwrap(), Dag::file("file20k.bin"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_dag_blocks_caps_a_walk() {
+    bounded(30, async {
+        // deep-64 is 316 blocks, balanced-1k 21. The walk fails at deep-64's 101st block, after
+        // the verified root gave the length and the answer began: the connection is aborted,
+        // never ended cleanly (as for any failure once bytes have gone out).
+        let deep = Dag::load("deep-64.car").await;
+        let balanced = Dag::load("balanced-1k.car").await;
+        let honest = TrustlessStub::new(&[deep.clone(), balanced.clone()], Lie::Honest);
+        let p = proxy(
+            &[honest.start().await],
+            &[TRUSTLESS],
+            "[retrieval]\nprobe_interval = \"0s\"\nmax_dag_blocks = 100",
+        )
+        .await;
+        for _ in 0..2 {
+            let r = client()
+                .get(download(&p, &deep.root.to_string()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["content-length"], "20000");
+            assert!(r.bytes().await.is_err(), "never a clean, short body");
+        }
+        assert_eq!(honest.cars(), 2, "not cached");
+        let r = client()
+            .get(download(&p, &balanced.root.to_string()))
             .send()
             .await
             .unwrap();

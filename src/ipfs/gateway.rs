@@ -48,6 +48,10 @@ pub enum FetchError {
     /// The CID uses a hash function outside the allow-list, and no trusted gateway is set.
     #[error("{0}")]
     Unsupported(String),
+    /// Verified, and its DAG needs far more blocks or bytes than its file's size justifies
+    /// (or than `retrieval.max_dag_blocks`): refused rather than walked.
+    #[error("{0}")]
+    TooCostly(String),
 }
 
 impl FetchError {
@@ -73,6 +77,10 @@ impl FetchError {
                 MatrixError::not_found(format!("this CID is {kind}, not a file"))
             }
             FetchError::Unsupported(reason) => MatrixError::not_found(reason.clone()),
+            FetchError::TooCostly(_) => MatrixError::bad_gateway(
+                "this content's IPFS DAG needs more blocks than its size justifies; \
+                 it is not served",
+            ),
         }
     }
 
@@ -86,13 +94,16 @@ impl FetchError {
             FetchError::Upstream(_) => 2,
             FetchError::Unverified(_) => 3,
             FetchError::Unsupported(_) => 4,
-            FetchError::TooLarge { .. } | FetchError::NotAFile(_) => 5,
+            FetchError::TooLarge { .. } | FetchError::NotAFile(_) | FetchError::TooCostly(_) => 5,
         }
     }
 
     /// A failure that is the content's, not the gateway's: asking others cannot help.
     pub fn is_final(&self) -> bool {
-        matches!(self, FetchError::TooLarge { .. } | FetchError::NotAFile(_))
+        matches!(
+            self,
+            FetchError::TooLarge { .. } | FetchError::NotAFile(_) | FetchError::TooCostly(_)
+        )
     }
 }
 

@@ -35,6 +35,7 @@ pub struct GatewaySet {
     hedge_delay: Duration,
     bench_time: Duration,
     probe_interval: Duration,
+    max_dag_blocks: u64,
 }
 
 impl Gateways {
@@ -108,6 +109,7 @@ impl GatewaySet {
             hedge_delay: retrieval.hedge_delay,
             bench_time: retrieval.bench_time,
             probe_interval: retrieval.probe_interval,
+            max_dag_blocks: retrieval.max_dag_blocks,
         })
     }
 
@@ -199,6 +201,7 @@ impl GatewaySet {
         Sources {
             all: Arc::clone(&self.all),
             bench_time: self.bench_time,
+            max_dag_blocks: self.max_dag_blocks,
         }
     }
 
@@ -269,6 +272,7 @@ async fn recorded<T>(
         Err(FetchError::Unverified(_)) => "unverified",
         Err(FetchError::NotAFile(_)) => "not_a_file",
         Err(FetchError::Unsupported(_)) => "unsupported",
+        Err(FetchError::TooCostly(_)) => "too_costly",
     };
     let name = gateway.name.clone();
     METRICS
@@ -285,7 +289,9 @@ async fn recorded<T>(
     match &result {
         Ok(_) => gateway.health.success(),
         // Not having content is no fault; the rest lowers the score.
-        Err(FetchError::NotFound) | Err(FetchError::Unsupported(_)) => {}
+        Err(FetchError::NotFound)
+        | Err(FetchError::Unsupported(_))
+        | Err(FetchError::TooCostly(_)) => {}
         Err(FetchError::Unverified(_)) => {} // benched where it was caught
         Err(_) => gateway.health.failure(),
     }
