@@ -19,9 +19,8 @@ use sha2::Digest as _;
 use ipfs_media_proxy::ipfs::car::{
     encode_car, encode_varint, CarError, CarReader, MAX_SECTION_SIZE,
 };
-use ipfs_media_proxy::ipfs::unixfs::{
-    decode_file, encode_file_node, FileLink, NotFileKind, DAG_PB, RAW,
-};
+use ipfs_media_proxy::ipfs::multicodec::{DAG_PB, RAW};
+use ipfs_media_proxy::ipfs::unixfs::{decode_file, encode_file_node, FileLink, NotFileKind};
 use ipfs_media_proxy::ipfs::verify::VerifyError;
 use ipfs_media_proxy::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError};
 

@@ -3,6 +3,7 @@
 pub mod car;
 pub mod gateway;
 pub mod health;
+pub mod multicodec;
 pub mod part;
 pub mod pool;
 pub mod trustless;

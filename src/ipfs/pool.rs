@@ -18,9 +18,9 @@ use futures_util::StreamExt;
 use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode, RetrievalConfig};
 use crate::ipfs::gateway::{FetchError, Gateway, GatewayResponse};
+use crate::ipfs::multicodec::RAW;
 use crate::ipfs::part::PartResponse;
 use crate::ipfs::trustless::{self, Sources};
-use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify;
 use crate::metrics::{GatewayLabel, GatewayOutcome, METRICS};
 

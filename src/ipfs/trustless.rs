@@ -22,8 +22,8 @@ use futures_util::StreamExt;
 use crate::byte_range::ByteRange;
 use crate::ipfs::car::{CarError, CarReader};
 use crate::ipfs::gateway::{unverified, FetchError, Gateway, GatewayResponse};
+use crate::ipfs::multicodec::RAW;
 use crate::ipfs::part::{check_size, PartResponse};
-use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify::VerifyError;
 use crate::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError};
 

@@ -13,10 +13,7 @@
 use bytes::Bytes;
 use cid::Cid;
 
-/// Multicodec of raw blocks (single-block files and raw leaves).
-pub const RAW: u64 = 0x55;
-/// Multicodec of dag-pb.
-pub const DAG_PB: u64 = 0x70;
+use super::multicodec::{DAG_PB, RAW};
 
 /// Most links one file node may have. Importers use 174 (Kubo, js-ipfs) or 1024 (Helia,
 /// ipfs-car); a block of 2 MiB could hold ~50,000.
@@ -425,20 +422,21 @@ pub fn encode_file_node(data: &[u8], links: &[FileLink]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipfs::multicodec::SHA2_256;
     use cid::multihash::Multihash;
     use sha2::Digest as _;
 
     fn raw_cid(data: &[u8]) -> Cid {
         Cid::new_v1(
             RAW,
-            Multihash::wrap(0x12, &sha2::Sha256::digest(data)).unwrap(),
+            Multihash::wrap(SHA2_256, &sha2::Sha256::digest(data)).unwrap(),
         )
     }
 
     fn pb_cid(data: &[u8]) -> Cid {
         Cid::new_v1(
             DAG_PB,
-            Multihash::wrap(0x12, &sha2::Sha256::digest(data)).unwrap(),
+            Multihash::wrap(SHA2_256, &sha2::Sha256::digest(data)).unwrap(),
         )
     }
 
@@ -546,7 +544,7 @@ mod tests {
 
     #[test]
     fn unsupported_codec() {
-        let cid = Cid::new_v1(0x71, Multihash::wrap(0x12, &[0; 32]).unwrap());
+        let cid = Cid::new_v1(0x71, Multihash::wrap(SHA2_256, &[0; 32]).unwrap());
         assert_eq!(
             decode_file(&cid, Bytes::new()),
             Err(UnixfsError::UnsupportedCodec(0x71))

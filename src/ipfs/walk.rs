@@ -436,14 +436,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipfs::unixfs::{encode_file_node, FileLink, DAG_PB, RAW};
+    use crate::ipfs::multicodec::{DAG_PB, RAW, SHA2_256};
+    use crate::ipfs::unixfs::{encode_file_node, FileLink};
     use cid::multihash::Multihash;
     use sha2::Digest as _;
 
     fn cid(codec: u64, block: &[u8]) -> Cid {
         Cid::new_v1(
             codec,
-            Multihash::wrap(0x12, &sha2::Sha256::digest(block)).unwrap(),
+            Multihash::wrap(SHA2_256, &sha2::Sha256::digest(block)).unwrap(),
         )
     }
 
