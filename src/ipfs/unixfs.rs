@@ -320,21 +320,24 @@ impl<'a> Reader<'a> {
         self.pos >= self.bytes.len()
     }
 
+    /// A protobuf varint: at most 10 bytes, the tenth carrying only the top bit of a u64.
+    /// Decoded by the `unsigned-varint` crate, which also refuses non-minimal encodings (no
+    /// protobuf encoder writes them, and a strict dag-pb decoder has no use for them).
     fn varint(&mut self) -> Result<u64, &'static str> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let byte = *self.bytes.get(self.pos).ok_or("truncated varint")?;
-            self.pos += 1;
-            // The tenth byte may only carry the top bit of a u64.
-            if i == 9 && byte > 1 {
-                return Err("varint overflows 64 bits");
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
+        use unsigned_varint::decode::{self, Error};
+        let rest = &self.bytes[self.pos..];
+        let (value, after) = decode::u64(rest).map_err(|e| match e {
+            Error::Insufficient => "truncated varint",
+            Error::NotMinimal => "varint not minimally encoded",
+            _ => "varint overflows 64 bits",
+        })?;
+        let used = rest.len() - after.len();
+        // The crate takes a tenth byte whole; only its lowest bit fits in a u64.
+        if used == 10 && rest[9] > 1 {
+            return Err("varint overflows 64 bits");
         }
-        Err("varint overflows 64 bits")
+        self.pos += used;
+        Ok(value)
     }
 
     fn tag(&mut self) -> Result<(u64, u8), &'static str> {
@@ -378,16 +381,9 @@ impl<'a> Reader<'a> {
 /// Encodes a dag-pb UnixFS File node (for tests and tools): `data`, then links with their
 /// blocksizes, `filesize` = `data.len() + sum(blocksizes)`.
 pub fn encode_file_node(data: &[u8], links: &[FileLink]) -> Vec<u8> {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
+    fn varint(v: u64, out: &mut Vec<u8>) {
+        let mut buf = unsigned_varint::encode::u64_buffer();
+        out.extend_from_slice(unsigned_varint::encode::u64(v, &mut buf));
     }
     fn field_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
         varint(field << 3 | u64::from(WIRE_LEN), out);
@@ -540,6 +536,25 @@ mod tests {
             decode_file(&pb_cid(&swapped), Bytes::from(swapped)),
             Err(UnixfsError::DagPb("Links after Data"))
         );
+    }
+
+    #[test]
+    fn varint_bounds() {
+        let read = |bytes: &[u8]| {
+            let mut r = Reader::new(bytes);
+            r.varint().map(|v| (v, r.pos))
+        };
+        assert_eq!(read(&[0x00]), Ok((0, 1)));
+        assert_eq!(read(&[0xac, 0x02, 0xff]), Ok((300, 2)));
+        let mut max = [0xff; 10];
+        max[9] = 0x01;
+        assert_eq!(read(&max), Ok((u64::MAX, 10)));
+        max[9] = 0x02;
+        assert_eq!(read(&max), Err("varint overflows 64 bits"));
+        assert_eq!(read(&[0xff; 11]), Err("varint overflows 64 bits"));
+        assert_eq!(read(&[0x80, 0x80]), Err("truncated varint"));
+        assert_eq!(read(&[]), Err("truncated varint"));
+        assert_eq!(read(&[0x81, 0x00]), Err("varint not minimally encoded"));
     }
 
     #[test]
