@@ -16,13 +16,15 @@ use futures_util::{stream, Stream, StreamExt as _};
 use proptest::prelude::*;
 use sha2::Digest as _;
 
-use ipfs_media_proxy::ipfs::car::{
-    encode_car, encode_varint, CarError, CarReader, MAX_SECTION_SIZE,
-};
+use ipfs_media_proxy::ipfs::car::{CarError, CarReader, MAX_SECTION_SIZE};
 use ipfs_media_proxy::ipfs::multicodec::{DAG_PB, RAW};
-use ipfs_media_proxy::ipfs::unixfs::{decode_file, encode_file_node, FileLink, NotFileKind};
+use ipfs_media_proxy::ipfs::unixfs::{decode_file, FileLink, NotFileKind};
 use ipfs_media_proxy::ipfs::verify::VerifyError;
 use ipfs_media_proxy::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError};
+
+#[path = "support/encode.rs"]
+mod encode;
+use encode::{encode_car, encode_file_node, encode_varint};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ipfs/");
 

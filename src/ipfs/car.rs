@@ -280,41 +280,10 @@ fn decode_header(bytes: &[u8]) -> Result<CarHeader, CarError> {
     Ok(CarHeader { version, roots })
 }
 
-/// Encodes an unsigned varint (for building CARs in tests and tools).
-pub fn encode_varint(value: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(unsigned_varint::encode::u64(
-        value,
-        &mut unsigned_varint::encode::u64_buffer(),
-    ));
-}
-
-/// Encodes a CARv1 (header and sections), for tests and tools.
-pub fn encode_car<'a>(
-    roots: &[Cid],
-    blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>,
-) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct V1<'r> {
-        roots: &'r [Cid],
-        version: u64,
-    }
-    let header = serde_ipld_dagcbor::to_vec(&V1 { roots, version: 1 })
-        .expect("a header of CIDs always encodes");
-    let mut out = Vec::new();
-    encode_varint(header.len() as u64, &mut out);
-    out.extend_from_slice(&header);
-    for (cid, block) in blocks {
-        let cid = cid.to_bytes();
-        encode_varint((cid.len() + block.len()) as u64, &mut out);
-        out.extend_from_slice(&cid);
-        out.extend_from_slice(block);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipfs::test_encode::{encode_car, encode_varint};
     use futures_util::stream;
     use std::convert::Infallible;
 

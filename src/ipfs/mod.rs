@@ -10,3 +10,10 @@ pub mod trustless;
 pub mod unixfs;
 pub mod verify;
 pub mod walk;
+
+#[cfg(test)]
+use unixfs::FileLink;
+/// The test-only encoders, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/encode.rs"]
+pub(crate) mod test_encode;

@@ -378,47 +378,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes a dag-pb UnixFS File node (for tests and tools): `data`, then links with their
-/// blocksizes, `filesize` = `data.len() + sum(blocksizes)`.
-pub fn encode_file_node(data: &[u8], links: &[FileLink]) -> Vec<u8> {
-    fn varint(v: u64, out: &mut Vec<u8>) {
-        let mut buf = unsigned_varint::encode::u64_buffer();
-        out.extend_from_slice(unsigned_varint::encode::u64(v, &mut buf));
-    }
-    fn field_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
-        varint(field << 3 | u64::from(WIRE_LEN), out);
-        varint(bytes.len() as u64, out);
-        out.extend_from_slice(bytes);
-    }
-    let mut unixfs = Vec::new();
-    varint(1 << 3, &mut unixfs);
-    varint(2, &mut unixfs);
-    if !data.is_empty() {
-        field_bytes(2, data, &mut unixfs);
-    }
-    let filesize = data.len() as u64 + links.iter().map(|l| l.blocksize).sum::<u64>();
-    varint(3 << 3, &mut unixfs);
-    varint(filesize, &mut unixfs);
-    for link in links {
-        varint(4 << 3, &mut unixfs);
-        varint(link.blocksize, &mut unixfs);
-    }
-    let mut node = Vec::new();
-    for link in links {
-        let mut pb_link = Vec::new();
-        field_bytes(1, &link.cid.to_bytes(), &mut pb_link);
-        varint(3 << 3, &mut pb_link);
-        varint(link.blocksize, &mut pb_link);
-        field_bytes(2, &pb_link, &mut node);
-    }
-    field_bytes(1, &unixfs, &mut node);
-    node
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ipfs::multicodec::SHA2_256;
+    use crate::ipfs::test_encode::encode_file_node;
     use cid::multihash::Multihash;
     use sha2::Digest as _;
 

@@ -437,7 +437,8 @@ where
 mod tests {
     use super::*;
     use crate::ipfs::multicodec::{DAG_PB, RAW, SHA2_256};
-    use crate::ipfs::unixfs::{encode_file_node, FileLink};
+    use crate::ipfs::test_encode::encode_file_node;
+    use crate::ipfs::unixfs::FileLink;
     use cid::multihash::Multihash;
     use sha2::Digest as _;
 

@@ -13,7 +13,12 @@ use futures_util::{stream, StreamExt};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
-use ipfs_media_proxy::ipfs::car::{encode_car, encode_varint, CarReader};
+use ipfs_media_proxy::ipfs::car::CarReader;
+use ipfs_media_proxy::ipfs::unixfs::FileLink;
+
+#[path = "encode.rs"]
+pub mod encode;
+use encode::{encode_car, encode_varint};
 
 use super::StubBody;
 
@@ -441,7 +446,7 @@ pub const DIAMOND_FANOUT: usize = 4096;
 
 impl DiamondGateway {
     pub fn new() -> Self {
-        use ipfs_media_proxy::ipfs::unixfs::{encode_file_node, FileLink};
+        use encode::encode_file_node;
         let leaf = block_cid(0x55, b"");
         let mid_block = Bytes::from(encode_file_node(
             b"",
