@@ -24,35 +24,10 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode};
 use crate::error::MatrixError;
+pub use crate::ipfs::fetch_error::FetchError;
 use crate::ipfs::health::Health;
 use crate::ipfs::part::{check_size, slice_stream, ContentRange, PartResponse};
 use crate::ipfs::verify::{self, MAX_BLOCK_SIZE};
-
-/// Why content could not be had. Cloned to every request waiting on the same fetch.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    #[error("no gateway has this content")]
-    NotFound,
-    #[error("the content did not arrive in time")]
-    Timeout,
-    #[error("the content is larger than the {limit}-byte limit")]
-    TooLarge { limit: u64 },
-    #[error("gateway error: {0}")]
-    Upstream(String),
-    /// A trustless gateway's bytes did not match the CID.
-    #[error("verification failed: {0}")]
-    Unverified(String),
-    /// Verified, and not a file: a directory or other DAG is never served as media.
-    #[error("this CID is {0}, not a file")]
-    NotAFile(String),
-    /// The CID uses a hash function outside the allow-list, and no trusted gateway is set.
-    #[error("{0}")]
-    Unsupported(String),
-    /// Verified, and its DAG needs far more blocks or bytes than its file's size justifies
-    /// (or than `retrieval.max_dag_blocks`): refused rather than walked.
-    #[error("{0}")]
-    TooCostly(String),
-}
 
 impl FetchError {
     pub fn to_matrix(&self) -> MatrixError {
@@ -82,28 +57,6 @@ impl FetchError {
                  it is not served",
             ),
         }
-    }
-
-    /// How telling a failure is when every gateway failed: a timeout says more than "not
-    /// found" (the content may exist), a broken or lying gateway more than both; what the
-    /// content itself proves (too large, not a file, unverifiable hash) settles it.
-    pub fn weight(&self) -> u8 {
-        match self {
-            FetchError::NotFound => 0,
-            FetchError::Timeout => 1,
-            FetchError::Upstream(_) => 2,
-            FetchError::Unverified(_) => 3,
-            FetchError::Unsupported(_) => 4,
-            FetchError::TooLarge { .. } | FetchError::NotAFile(_) | FetchError::TooCostly(_) => 5,
-        }
-    }
-
-    /// A failure that is the content's, not the gateway's: asking others cannot help.
-    pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            FetchError::TooLarge { .. } | FetchError::NotAFile(_) | FetchError::TooCostly(_)
-        )
     }
 }
 

@@ -1,6 +1,7 @@
 //! Talking to IPFS.
 
 pub mod car;
+pub mod fetch_error;
 pub mod gateway;
 pub mod health;
 pub mod multicodec;

@@ -17,7 +17,8 @@ use futures_util::StreamExt;
 
 use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode, RetrievalConfig};
-use crate::ipfs::gateway::{FetchError, Gateway, GatewayResponse};
+use crate::ipfs::fetch_error::FetchError;
+use crate::ipfs::gateway::{Gateway, GatewayResponse};
 use crate::ipfs::multicodec::RAW;
 use crate::ipfs::part::PartResponse;
 use crate::ipfs::trustless::{self, Sources};

@@ -21,7 +21,8 @@ use futures_util::StreamExt;
 
 use crate::byte_range::ByteRange;
 use crate::ipfs::car::{CarError, CarReader};
-use crate::ipfs::gateway::{unverified, FetchError, Gateway, GatewayResponse};
+use crate::ipfs::fetch_error::FetchError;
+use crate::ipfs::gateway::{unverified, Gateway, GatewayResponse};
 use crate::ipfs::multicodec::RAW;
 use crate::ipfs::part::{check_size, PartResponse};
 use crate::ipfs::verify::VerifyError;
