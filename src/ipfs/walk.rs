@@ -193,6 +193,7 @@ impl FileWalker {
     }
 
     /// Blocks accepted so far (identity children included).
+    #[cfg(test)]
     pub fn blocks(&self) -> u64 {
         self.blocks
     }
