@@ -352,14 +352,16 @@ async fn max_dag_blocks_caps_a_walk() {
         )
         .await;
         for _ in 0..2 {
-            let r = client()
+            // (Under load the abort may overtake the buffered headers: the same abort.)
+            if let Ok(r) = client()
                 .get(download(&p, &deep.root.to_string()))
                 .send()
                 .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            assert_eq!(r.headers()["content-length"], "20000");
-            assert!(r.bytes().await.is_err(), "never a clean, short body");
+            {
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.headers()["content-length"], "20000");
+                assert!(r.bytes().await.is_err(), "never a clean, short body");
+            }
         }
         assert_eq!(honest.cars(), 2, "not cached");
         let r = client()
