@@ -204,6 +204,9 @@ pub struct RetrievalConfig {
     /// How often every gateway is probed (`GET /ipfs/bafkqaaa?format=raw`); "0s" turns it off.
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
+    /// The most blocks one verified (trustless) walk of a file may take, whatever its size
+    /// justifies; a DAG needing more is refused (502 `M_UNKNOWN`).
+    pub max_dag_blocks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -300,6 +303,7 @@ impl Default for RetrievalConfig {
             hedge_delay: Duration::from_secs(2),
             bench_time: Duration::from_secs(300),
             probe_interval: Duration::from_secs(30),
+            max_dag_blocks: 100_000,
         }
     }
 }

@@ -163,6 +163,9 @@ fn fetch(error: &FetchError) -> MatrixError {
         FetchError::Unverified(_) => bad_gateway("no IPFS gateway served content matching the CID"),
         FetchError::NotAFile(kind) => not_found(format!("this CID is {kind}, not a file")),
         FetchError::Unsupported(reason) => not_found(reason.clone()),
+        FetchError::TooCostly(_) => bad_gateway(
+            "this content's IPFS DAG needs more blocks than its size justifies; it is not served",
+        ),
     }
 }
 
@@ -301,6 +304,11 @@ mod tests {
                 E::Fetch(FetchError::Unsupported("x".into())),
                 404,
                 "M_NOT_FOUND",
+            ),
+            (
+                E::Fetch(FetchError::TooCostly("x".into())),
+                502,
+                "M_UNKNOWN",
             ),
             (
                 E::NotInTime(Duration::from_secs(1)),

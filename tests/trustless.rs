@@ -112,23 +112,25 @@ async fn with_no_honest_source_no_unverified_byte_is_served_and_nothing_is_cache
         let dag = balanced().await;
         let liar = TrustlessStub::new(std::slice::from_ref(&dag), Lie::FlipByte(9));
         let p = proxy(&[&liar], "").await;
-        let r = client().get(url(&p, &dag.root)).send().await.unwrap();
         // The first eight leaves were verified and sent; the ninth is bad: the response is
-        // cut, never completed, and what arrived is a true prefix of the file.
-        assert_eq!(r.status(), 200);
-        let mut r = r;
-        let mut got = Vec::new();
-        let result = loop {
-            match r.chunk().await {
-                Ok(Some(part)) => got.extend_from_slice(&part),
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        assert!(result.is_err(), "must not end cleanly");
+        // cut, never completed, and what arrived is a true prefix of the file. (On a loaded
+        // machine the abort can overtake the headers still in the proxy's write buffer: then
+        // the client sees the connection end before any answer, which is the same abort.)
         let want = Dag::file("file20k.bin");
-        assert!(got.len() < want.len());
-        assert_eq!(got, want[..got.len()], "only verified bytes were sent");
+        if let Ok(mut r) = client().get(url(&p, &dag.root)).send().await {
+            assert_eq!(r.status(), 200);
+            let mut got = Vec::new();
+            let result = loop {
+                match r.chunk().await {
+                    Ok(Some(part)) => got.extend_from_slice(&part),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            assert!(result.is_err(), "must not end cleanly");
+            assert!(got.len() < want.len());
+            assert_eq!(got, want[..got.len()], "only verified bytes were sent");
+        }
         let _ = client()
             .get(url(&p, &dag.root))
             .send()

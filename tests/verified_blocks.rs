@@ -16,14 +16,15 @@ use futures_util::{stream, Stream, StreamExt as _};
 use proptest::prelude::*;
 use sha2::Digest as _;
 
-use ipfs_media_proxy::ipfs::car::{
-    encode_car, encode_varint, CarError, CarReader, MAX_SECTION_SIZE,
-};
-use ipfs_media_proxy::ipfs::unixfs::{
-    decode_file, encode_file_node, FileLink, NotFileKind, DAG_PB, RAW,
-};
+use ipfs_media_proxy::ipfs::car::{CarError, CarReader, MAX_SECTION_SIZE};
+use ipfs_media_proxy::ipfs::multicodec::{DAG_PB, RAW};
+use ipfs_media_proxy::ipfs::unixfs::{decode_file, FileLink, NotFileKind};
 use ipfs_media_proxy::ipfs::verify::VerifyError;
 use ipfs_media_proxy::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError};
+
+#[path = "support/encode.rs"]
+mod encode;
+use encode::{encode_car, encode_file_node, encode_varint};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ipfs/");
 
@@ -590,13 +591,46 @@ proptest! {
         });
     }
 
-    /// Arbitrary bytes as a dag-pb block: an error or a consistent file node.
+    /// Valid file nodes with a few bytes flipped, inserted, removed or cut off: unchanged,
+    /// the node decodes to exactly what was encoded; changed, it is refused or decodes to a
+    /// node that keeps every invariant and survives a round trip through the encoder.
     #[test]
-    fn unixfs_decoder_survives_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..1024)) {
-        let c = sha256_cid(DAG_PB, &data);
-        if let Ok(node) = decode_file(&c, Bytes::from(data)) {
+    fn unixfs_decoder_keeps_its_invariants_on_damaged_nodes(
+        data in prop::collection::vec(any::<u8>(), 0..64),
+        links in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..8), 0u64..100_000), 0..6),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 0..4),
+    ) {
+        let links: Vec<FileLink> = links
+            .iter()
+            .map(|(leaf, blocksize)| FileLink { cid: sha256_cid(RAW, leaf), blocksize: *blocksize })
+            .collect();
+        let mut block = encode_file_node(&data, &links);
+        for (at, byte, kind) in &edits {
+            if block.is_empty() {
+                break;
+            }
+            let i = at.index(block.len());
+            match kind {
+                0 => block[i] ^= byte | 1,
+                1 => block.insert(i, *byte),
+                2 => { block.remove(i); }
+                _ => block.truncate(i),
+            }
+        }
+        let c = sha256_cid(DAG_PB, &block);
+        let result = decode_file(&c, Bytes::from(block.clone()));
+        if edits.is_empty() {
+            let node = result.expect("a node the encoder wrote decodes");
+            prop_assert_eq!(&node.data[..], &data[..]);
+            prop_assert_eq!(&node.links, &links);
+        } else if let Ok(node) = result {
             let sum: u64 = node.links.iter().map(|l| l.blocksize).sum();
             prop_assert_eq!(node.size, node.data.len() as u64 + sum);
+            // The data is a slice of the block itself.
+            prop_assert!(block.windows(node.data.len().max(1)).any(|w| node.data.is_empty() || w == &node.data[..]));
+            let again = encode_file_node(&node.data, &node.links);
+            let round = decode_file(&sha256_cid(DAG_PB, &again), Bytes::from(again)).unwrap();
+            prop_assert_eq!(round, node);
         }
     }
 
@@ -630,23 +664,82 @@ proptest! {
         }
     }
 
-    /// Arbitrary blocks handed to a walker whose root CID matches them.
+    /// Small DAGs built from arbitrary leaves and nodes whose blocksizes may lie, every block
+    /// hashed for real so the walk reaches decoding and the size checks: the walk never yields
+    /// more than the root's size (or the range), and whenever it completes it has yielded
+    /// exactly the file the blocks make, in order.
     #[test]
-    fn walker_survives_arbitrary_blocks(
-        root_block in prop::collection::vec(any::<u8>(), 0..512),
-        more in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..256), 0..8),
-        range in prop::option::of((0u64..4096, 0u64..4096)),
+    fn walker_yields_only_the_file_its_blocks_make(
+        leaves in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..48), 1..6),
+        nodes in prop::collection::vec(
+            (
+                prop::collection::vec(any::<u8>(), 0..8),
+                prop::collection::vec((any::<prop::sample::Index>(), prop_oneof![6 => Just(0i64), 1 => -3i64..4]), 0..5),
+            ),
+            1..5,
+        ),
+        range in prop::option::of((0u64..600, 0u64..600)),
     ) {
-        let root = sha256_cid(DAG_PB, &root_block);
-        let mut w = FileWalker::new(root, range);
-        let mut blocks = vec![root_block];
-        blocks.extend(more);
-        for block in blocks {
-            let Some(needed) = w.next_needed() else { break };
-            // Hand over the block under the needed CID: it verifies only by accident.
-            if w.accept(&needed, Bytes::from(block)).is_err() && w.next_needed().is_none() {
-                break;
+        // Blocks in build order; each with its CID, the bytes of the file under it, and
+        // whether a blocksize under it lies.
+        let mut built: Vec<(Cid, Bytes, Vec<u8>, bool)> = leaves
+            .iter()
+            .map(|l| (sha256_cid(RAW, l), Bytes::from(l.clone()), l.clone(), false))
+            .collect();
+        for (data, children) in &nodes {
+            let mut links = Vec::new();
+            let mut file = data.clone();
+            let mut lied = false;
+            for (pick, lie) in children {
+                let (cid, _, under, lied_under) = built[pick.index(built.len())].clone();
+                let blocksize = (under.len() as i64 + lie).max(0) as u64;
+                lied |= lied_under || blocksize != under.len() as u64;
+                links.push(FileLink { cid, blocksize });
+                file.extend_from_slice(&under);
             }
+            let block = encode_file_node(data, &links);
+            built.push((sha256_cid(DAG_PB, &block), Bytes::from(block), file, lied));
+        }
+        let (root, _, file, lied) = built.last().cloned().unwrap();
+        let store: HashMap<Cid, Bytes> = built.iter().map(|(c, b, _, _)| (*c, b.clone())).collect();
+        let range = range.map(|(a, b)| (a.min(b), a.max(b)));
+        let mut w = FileWalker::new(root, range);
+        let mut bytes = Vec::new();
+        let mut error = None;
+        for _ in 0..10_000 {
+            let Some(needed) = w.next_needed() else { break };
+            match w.accept(&needed, store[&needed].clone()) {
+                Ok(out) => bytes.extend(out.concat()),
+                Err(e) => { error = Some(e); break; }
+            }
+        }
+        let size = w.file_size().expect("the root always decodes");
+        prop_assert!(bytes.len() as u64 <= size);
+        prop_assert_eq!(w.is_complete(), error.is_none(), "{:?}", error);
+        match range {
+            // A full walk sees every block: it completes exactly when no size lies, and then
+            // it has yielded the file.
+            None => {
+                if w.is_complete() {
+                    prop_assert!(!lied);
+                    prop_assert!(bytes == file);
+                    prop_assert_eq!(size, file.len() as u64);
+                }
+            }
+            // A range walk yields at most the range, and the file's slice when sizes are
+            // honest (a lie in a subtree it never needs cannot be seen).
+            Some((a, b)) => {
+                prop_assert!(bytes.len() as u64 <= b - a);
+                if w.is_complete() && !lied {
+                    let (a, b) = ((a as usize).min(file.len()), (b as usize).min(file.len()));
+                    prop_assert!(bytes == file[a..b]);
+                }
+            }
+        }
+        // Honest sizes always walk, unless the DAG is too costly for its size (many links to
+        // empty leaves).
+        if !lied && !matches!(error, Some(WalkError::TooCostly(_))) {
+            prop_assert!(w.is_complete(), "{:?}", error);
         }
     }
 }

@@ -28,6 +28,9 @@ pub const MAX_HEADER_SIZE: usize = 64 * 1024;
 pub const MAX_CID_SIZE: usize = 256;
 /// The largest section accepted: one block at its cap plus its CID.
 pub const MAX_SECTION_SIZE: usize = MAX_BLOCK_SIZE + MAX_CID_SIZE;
+/// The longest length prefix accepted: the multiformats unsigned-varint spec's 9 bytes
+/// (63 bits), far more than the caps above need.
+pub const MAX_VARINT_LEN: usize = 9;
 
 /// The decoded CARv1 header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,11 +186,12 @@ where
         Ok(Some((cid, section.slice(at..))))
     }
 
-    /// An unsigned LEB128 varint (multiformats unsigned-varint: at most 9 bytes, minimal).
-    /// `None` if the stream ends cleanly before its first byte.
+    /// A multiformats unsigned varint (at most [`MAX_VARINT_LEN`] bytes, minimal), gathered
+    /// byte by byte (it may span chunks) and decoded by the `unsigned-varint` crate. `None` if
+    /// the stream ends cleanly before its first byte.
     async fn read_varint(&mut self) -> Result<Option<u64>, CarError> {
-        let mut value: u64 = 0;
-        for i in 0..9 {
+        let mut bytes = [0u8; MAX_VARINT_LEN];
+        for i in 0..MAX_VARINT_LEN {
             let Some(byte) = self.next_byte().await? else {
                 return if i == 0 {
                     Ok(None)
@@ -195,12 +199,15 @@ where
                     Err(CarError::Truncated("a length prefix"))
                 };
             };
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                if byte == 0 && i > 0 {
-                    return Err(CarError::BadVarint("not minimally encoded"));
-                }
-                return Ok(Some(value));
+            bytes[i] = byte;
+            if unsigned_varint::decode::is_last(byte) {
+                return match unsigned_varint::decode::u64(&bytes[..=i]) {
+                    Ok((value, _)) => Ok(Some(value)),
+                    Err(unsigned_varint::decode::Error::NotMinimal) => {
+                        Err(CarError::BadVarint("not minimally encoded"))
+                    }
+                    Err(_) => Err(CarError::BadVarint("longer than 9 bytes")),
+                };
             }
         }
         Err(CarError::BadVarint("longer than 9 bytes"))
@@ -273,46 +280,10 @@ fn decode_header(bytes: &[u8]) -> Result<CarHeader, CarError> {
     Ok(CarHeader { version, roots })
 }
 
-/// Encodes an unsigned varint (for building CARs in tests and tools).
-pub fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Encodes a CARv1 (header and sections), for tests and tools.
-pub fn encode_car<'a>(
-    roots: &[Cid],
-    blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>,
-) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct V1<'r> {
-        roots: &'r [Cid],
-        version: u64,
-    }
-    let header = serde_ipld_dagcbor::to_vec(&V1 { roots, version: 1 })
-        .expect("a header of CIDs always encodes");
-    let mut out = Vec::new();
-    encode_varint(header.len() as u64, &mut out);
-    out.extend_from_slice(&header);
-    for (cid, block) in blocks {
-        let cid = cid.to_bytes();
-        encode_varint((cid.len() + block.len()) as u64, &mut out);
-        out.extend_from_slice(&cid);
-        out.extend_from_slice(block);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipfs::test_encode::{encode_car, encode_varint};
     use futures_util::stream;
     use std::convert::Infallible;
 

@@ -4,6 +4,13 @@
 //!
 //! Each gateway has its own `reqwest` client so that its timeout (response headers, and every
 //! pause between reads) and its optional `Authorization` header are its own.
+//!
+//! A gateway is only ever asked at its configured address: redirects are never followed (a
+//! 3xx is that gateway's failure, so a gateway cannot point the proxy at a loopback or other
+//! internal service), and every request says `Accept-Encoding: identity`; an answer in any
+//! other content coding is that gateway's failure too (its bytes would not be the content's,
+//! and decoding them would invite decompression bombs). reqwest is built without its
+//! decompression features, so nothing is ever decoded behind our back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,52 +23,10 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode};
+pub use crate::ipfs::fetch_error::FetchError;
 use crate::ipfs::health::Health;
 use crate::ipfs::part::{check_size, slice_stream, ContentRange, PartResponse};
 use crate::ipfs::verify::{self, MAX_BLOCK_SIZE};
-
-/// Why content could not be had. Cloned to every request waiting on the same fetch.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    #[error("no gateway has this content")]
-    NotFound,
-    #[error("the content did not arrive in time")]
-    Timeout,
-    #[error("the content is larger than the {limit}-byte limit")]
-    TooLarge { limit: u64 },
-    #[error("gateway error: {0}")]
-    Upstream(String),
-    /// A trustless gateway's bytes did not match the CID.
-    #[error("verification failed: {0}")]
-    Unverified(String),
-    /// Verified, and not a file: a directory or other DAG is never served as media.
-    #[error("this CID is {0}, not a file")]
-    NotAFile(String),
-    /// The CID uses a hash function outside the allow-list, and no trusted gateway is set.
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-impl FetchError {
-    /// How telling a failure is when every gateway failed: a timeout says more than "not
-    /// found" (the content may exist), a broken or lying gateway more than both; what the
-    /// content itself proves (too large, not a file, unverifiable hash) settles it.
-    pub fn weight(&self) -> u8 {
-        match self {
-            FetchError::NotFound => 0,
-            FetchError::Timeout => 1,
-            FetchError::Upstream(_) => 2,
-            FetchError::Unverified(_) => 3,
-            FetchError::Unsupported(_) => 4,
-            FetchError::TooLarge { .. } | FetchError::NotAFile(_) => 5,
-        }
-    }
-
-    /// A failure that is the content's, not the gateway's: asking others cannot help.
-    pub fn is_final(&self) -> bool {
-        matches!(self, FetchError::TooLarge { .. } | FetchError::NotAFile(_))
-    }
-}
 
 /// Content on its way: the length, when known, and the bytes (already verified when they come
 /// from a trustless gateway).
@@ -97,6 +62,10 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: &GatewayConfig) -> Result<Arc<Self>, reqwest::Error> {
         let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         if let Some(value) = &config.authorization {
             let mut value = HeaderValue::from_str(value).expect("validated in config");
             value.set_sensitive(true);
@@ -105,7 +74,8 @@ impl Gateway {
         let client = reqwest::Client::builder()
             .read_timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // Never followed: see the module documentation.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ipfs-media-proxy/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .build()?;
@@ -137,10 +107,20 @@ impl Gateway {
         if let Some(range) = range {
             request = request.header(header::RANGE, range);
         }
-        tokio::time::timeout(self.timeout, request.send())
+        let response = tokio::time::timeout(self.timeout, request.send())
             .await
             .map_err(|_| FetchError::Timeout)?
-            .map_err(transport_error)
+            .map_err(transport_error)?;
+        if response.status().is_redirection() {
+            return Err(FetchError::Upstream(format!(
+                "the gateway answered {} (redirects are not followed)",
+                response.status()
+            )));
+        }
+        if response.status().is_success() {
+            check_identity_coding(response.headers())?;
+        }
+        Ok(response)
     }
 
     /// As [`Self::send`], and only a 200 is content.
@@ -315,6 +295,24 @@ impl Gateway {
     }
 }
 
+/// Content bytes must come as they are: no `Content-Encoding` but `identity` (we asked for
+/// nothing else), or the bytes served would not be the content's.
+fn check_identity_coding(headers: &HeaderMap) -> Result<(), FetchError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let identity = value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(FetchError::Upstream(format!(
+                "the gateway answered with Content-Encoding {value:?} (only identity is accepted)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What a status other than the one expected says about the content.
 fn status_error(status: StatusCode) -> FetchError {
     match status {
@@ -332,6 +330,6 @@ pub(crate) fn transport_error(error: reqwest::Error) -> FetchError {
     if error.is_timeout() {
         FetchError::Timeout
     } else {
-        FetchError::Upstream(crate::homeserver::error_chain(&error))
+        FetchError::Upstream(crate::chain::error_chain(&error))
     }
 }

@@ -13,7 +13,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 
 use crate::byte_range::ByteRange;
-use crate::ipfs::gateway::FetchError;
+use crate::ipfs::fetch_error::FetchError;
 
 pub struct PartResponse {
     /// The whole content's length.

@@ -17,10 +17,11 @@ use futures_util::StreamExt;
 
 use crate::byte_range::ByteRange;
 use crate::config::{GatewayConfig, GatewayMode, RetrievalConfig};
-use crate::ipfs::gateway::{FetchError, Gateway, GatewayResponse};
+use crate::ipfs::fetch_error::FetchError;
+use crate::ipfs::gateway::{Gateway, GatewayResponse};
+use crate::ipfs::multicodec::RAW;
 use crate::ipfs::part::PartResponse;
 use crate::ipfs::trustless::{self, Sources};
-use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify;
 use crate::metrics::{GatewayLabel, GatewayOutcome, METRICS};
 
@@ -35,6 +36,7 @@ pub struct GatewaySet {
     hedge_delay: Duration,
     bench_time: Duration,
     probe_interval: Duration,
+    max_dag_blocks: u64,
 }
 
 impl Gateways {
@@ -108,6 +110,7 @@ impl GatewaySet {
             hedge_delay: retrieval.hedge_delay,
             bench_time: retrieval.bench_time,
             probe_interval: retrieval.probe_interval,
+            max_dag_blocks: retrieval.max_dag_blocks,
         })
     }
 
@@ -199,6 +202,7 @@ impl GatewaySet {
         Sources {
             all: Arc::clone(&self.all),
             bench_time: self.bench_time,
+            max_dag_blocks: self.max_dag_blocks,
         }
     }
 
@@ -269,6 +273,7 @@ async fn recorded<T>(
         Err(FetchError::Unverified(_)) => "unverified",
         Err(FetchError::NotAFile(_)) => "not_a_file",
         Err(FetchError::Unsupported(_)) => "unsupported",
+        Err(FetchError::TooCostly(_)) => "too_costly",
     };
     let name = gateway.name.clone();
     METRICS
@@ -285,7 +290,9 @@ async fn recorded<T>(
     match &result {
         Ok(_) => gateway.health.success(),
         // Not having content is no fault; the rest lowers the score.
-        Err(FetchError::NotFound) | Err(FetchError::Unsupported(_)) => {}
+        Err(FetchError::NotFound)
+        | Err(FetchError::Unsupported(_))
+        | Err(FetchError::TooCostly(_)) => {}
         Err(FetchError::Unverified(_)) => {} // benched where it was caught
         Err(_) => gateway.health.failure(),
     }

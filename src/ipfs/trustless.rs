@@ -21,9 +21,10 @@ use futures_util::StreamExt;
 
 use crate::byte_range::ByteRange;
 use crate::ipfs::car::{CarError, CarReader};
-use crate::ipfs::gateway::{unverified, FetchError, Gateway, GatewayResponse};
+use crate::ipfs::fetch_error::FetchError;
+use crate::ipfs::gateway::{unverified, Gateway, GatewayResponse};
+use crate::ipfs::multicodec::RAW;
 use crate::ipfs::part::{check_size, PartResponse};
-use crate::ipfs::unixfs::RAW;
 use crate::ipfs::verify::VerifyError;
 use crate::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError};
 
@@ -35,6 +36,8 @@ pub struct Sources {
     /// Every configured gateway, for blocks the first one did not deliver.
     pub all: Arc<[Arc<Gateway>]>,
     pub bench_time: Duration,
+    /// The absolute cap on one walk's blocks (`retrieval.max_dag_blocks`).
+    pub max_dag_blocks: u64,
 }
 
 /// The file `cid` from `gateway`, every byte verified. Returns once the root block is verified
@@ -55,7 +58,7 @@ pub async fn fetch_verified(
     let car = gateway.fetch_car(&cid).await?;
     let mut walk = VerifiedWalk {
         car: Some(CarReader::new(car)),
-        walker: FileWalker::new(cid, None),
+        walker: FileWalker::new(cid, None).with_max_blocks(sources.max_dag_blocks),
         source: gateway,
         sources,
         ranged: false,
@@ -89,7 +92,7 @@ pub async fn fetch_verified_range(
     let car = gateway.fetch_car_range(&cid, &wanted).await?;
     let mut walk = VerifiedWalk {
         car: car.map(CarReader::new),
-        walker: FileWalker::for_range(cid, wanted),
+        walker: FileWalker::for_range(cid, wanted).with_max_blocks(sources.max_dag_blocks),
         source: gateway,
         sources,
         ranged: true,
@@ -248,6 +251,7 @@ async fn fetch_elsewhere(
 fn content_error(error: WalkError) -> FetchError {
     match error {
         WalkError::NotAFile(kind) => FetchError::NotAFile(kind.to_string()),
+        WalkError::TooCostly(_) => FetchError::TooCostly(error.to_string()),
         WalkError::Verify(VerifyError::UnsupportedHash { .. }) => {
             FetchError::Unsupported(error.to_string())
         }

@@ -13,10 +13,7 @@
 use bytes::Bytes;
 use cid::Cid;
 
-/// Multicodec of raw blocks (single-block files and raw leaves).
-pub const RAW: u64 = 0x55;
-/// Multicodec of dag-pb.
-pub const DAG_PB: u64 = 0x70;
+use super::multicodec::{DAG_PB, RAW};
 
 /// Most links one file node may have. Importers use 174 (Kubo, js-ipfs) or 1024 (Helia,
 /// ipfs-car); a block of 2 MiB could hold ~50,000.
@@ -323,21 +320,24 @@ impl<'a> Reader<'a> {
         self.pos >= self.bytes.len()
     }
 
+    /// A protobuf varint: at most 10 bytes, the tenth carrying only the top bit of a u64.
+    /// Decoded by the `unsigned-varint` crate, which also refuses non-minimal encodings (no
+    /// protobuf encoder writes them, and a strict dag-pb decoder has no use for them).
     fn varint(&mut self) -> Result<u64, &'static str> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let byte = *self.bytes.get(self.pos).ok_or("truncated varint")?;
-            self.pos += 1;
-            // The tenth byte may only carry the top bit of a u64.
-            if i == 9 && byte > 1 {
-                return Err("varint overflows 64 bits");
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
+        use unsigned_varint::decode::{self, Error};
+        let rest = &self.bytes[self.pos..];
+        let (value, after) = decode::u64(rest).map_err(|e| match e {
+            Error::Insufficient => "truncated varint",
+            Error::NotMinimal => "varint not minimally encoded",
+            _ => "varint overflows 64 bits",
+        })?;
+        let used = rest.len() - after.len();
+        // The crate takes a tenth byte whole; only its lowest bit fits in a u64.
+        if used == 10 && rest[9] > 1 {
+            return Err("varint overflows 64 bits");
         }
-        Err("varint overflows 64 bits")
+        self.pos += used;
+        Ok(value)
     }
 
     fn tag(&mut self) -> Result<(u64, u8), &'static str> {
@@ -378,67 +378,25 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes a dag-pb UnixFS File node (for tests and tools): `data`, then links with their
-/// blocksizes, `filesize` = `data.len() + sum(blocksizes)`.
-pub fn encode_file_node(data: &[u8], links: &[FileLink]) -> Vec<u8> {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn field_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
-        varint(field << 3 | u64::from(WIRE_LEN), out);
-        varint(bytes.len() as u64, out);
-        out.extend_from_slice(bytes);
-    }
-    let mut unixfs = Vec::new();
-    varint(1 << 3, &mut unixfs);
-    varint(2, &mut unixfs);
-    if !data.is_empty() {
-        field_bytes(2, data, &mut unixfs);
-    }
-    let filesize = data.len() as u64 + links.iter().map(|l| l.blocksize).sum::<u64>();
-    varint(3 << 3, &mut unixfs);
-    varint(filesize, &mut unixfs);
-    for link in links {
-        varint(4 << 3, &mut unixfs);
-        varint(link.blocksize, &mut unixfs);
-    }
-    let mut node = Vec::new();
-    for link in links {
-        let mut pb_link = Vec::new();
-        field_bytes(1, &link.cid.to_bytes(), &mut pb_link);
-        varint(3 << 3, &mut pb_link);
-        varint(link.blocksize, &mut pb_link);
-        field_bytes(2, &pb_link, &mut node);
-    }
-    field_bytes(1, &unixfs, &mut node);
-    node
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipfs::multicodec::SHA2_256;
+    use crate::ipfs::test_encode::encode_file_node;
     use cid::multihash::Multihash;
     use sha2::Digest as _;
 
     fn raw_cid(data: &[u8]) -> Cid {
         Cid::new_v1(
             RAW,
-            Multihash::wrap(0x12, &sha2::Sha256::digest(data)).unwrap(),
+            Multihash::wrap(SHA2_256, &sha2::Sha256::digest(data)).unwrap(),
         )
     }
 
     fn pb_cid(data: &[u8]) -> Cid {
         Cid::new_v1(
             DAG_PB,
-            Multihash::wrap(0x12, &sha2::Sha256::digest(data)).unwrap(),
+            Multihash::wrap(SHA2_256, &sha2::Sha256::digest(data)).unwrap(),
         )
     }
 
@@ -545,8 +503,27 @@ mod tests {
     }
 
     #[test]
+    fn varint_bounds() {
+        let read = |bytes: &[u8]| {
+            let mut r = Reader::new(bytes);
+            r.varint().map(|v| (v, r.pos))
+        };
+        assert_eq!(read(&[0x00]), Ok((0, 1)));
+        assert_eq!(read(&[0xac, 0x02, 0xff]), Ok((300, 2)));
+        let mut max = [0xff; 10];
+        max[9] = 0x01;
+        assert_eq!(read(&max), Ok((u64::MAX, 10)));
+        max[9] = 0x02;
+        assert_eq!(read(&max), Err("varint overflows 64 bits"));
+        assert_eq!(read(&[0xff; 11]), Err("varint overflows 64 bits"));
+        assert_eq!(read(&[0x80, 0x80]), Err("truncated varint"));
+        assert_eq!(read(&[]), Err("truncated varint"));
+        assert_eq!(read(&[0x81, 0x00]), Err("varint not minimally encoded"));
+    }
+
+    #[test]
     fn unsupported_codec() {
-        let cid = Cid::new_v1(0x71, Multihash::wrap(0x12, &[0; 32]).unwrap());
+        let cid = Cid::new_v1(0x71, Multihash::wrap(SHA2_256, &[0; 32]).unwrap());
         assert_eq!(
             decode_file(&cid, Bytes::new()),
             Err(UnixfsError::UnsupportedCodec(0x71))

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use cid::Cid;
 use sha2::Digest as _;
 
+use super::multicodec::{BLAKE3, IDENTITY, SHA2_256};
+
 /// The largest block accepted: 2 MiB, the limit the IPFS network's transfers use.
 pub const MAX_BLOCK_SIZE: usize = 2 * 1024 * 1024;
 
@@ -24,13 +26,6 @@ pub const MAX_BLOCK_SIZE: usize = 2 * 1024 * 1024;
 /// Note that `cid::Cid` holds digests of at most 64 bytes, so longer identity CIDs are already
 /// refused when they are parsed.
 pub const MAX_IDENTITY_DIGEST: usize = 128;
-
-/// Multihash code of the identity "hash" (the digest is the data).
-pub const IDENTITY: u64 = 0x00;
-/// Multihash code of sha2-256.
-pub const SHA2_256: u64 = 0x12;
-/// Multihash code of blake3.
-pub const BLAKE3: u64 = 0x1e;
 
 /// Why a block is not the one its CID names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,9 +127,8 @@ fn expect_len(code: u64, len: usize, expected: usize) -> Result<(), VerifyError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipfs::multicodec::RAW;
     use cid::multihash::Multihash;
-
-    const RAW: u64 = 0x55;
 
     fn cid_with(code: u64, digest: &[u8]) -> Cid {
         Cid::new_v1(RAW, Multihash::wrap(code, digest).unwrap())

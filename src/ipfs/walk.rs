@@ -21,13 +21,40 @@
 //! Memory is bounded: the pending links are at most [`MAX_PENDING`] (a real DAG needs about
 //! depth × fan-out, a few thousand at most), the depth at most [`MAX_DEPTH`], and no block is
 //! kept once its bytes are handed out (they are zero-copy slices of the block).
+//!
+//! Work is bounded by what the file's size can justify, because anyone can publish a valid
+//! DAG that is far larger than its file: a 0-byte file whose root links 4096 times (with
+//! `blocksize` 0) to a node that links 4096 times to an empty leaf is legal with `dups=y`,
+//! and walking it would pull 16 million blocks. The walk refuses ([`WalkError::TooCostly`])
+//! as soon as one of these is exceeded, whatever blocks arrive:
+//!
+//! - **Empty links**: at most [`MAX_EMPTY_LINKS`] links with `blocksize` 0 in the whole walk.
+//!   Chunkers never cut empty chunks; an importer writes one only for an empty file kept
+//!   under a file node (js-ipfs/Helia without `reduceSingleLeafToSelf`).
+//! - **Blocks**: once every link but those few carries at least one byte, a file of `S` bytes
+//!   has at most `S` leaves and nodes holding data of their own, fewer than that many nodes
+//!   with two or more children, and nodes with exactly one child only along the last edge of
+//!   the DAG (balanced and trickle layouts fill every subtree but the last), at most one per
+//!   level. So a walk needs at most `2 × (S + MAX_EMPTY_LINKS) + 2 × MAX_DEPTH + 1` blocks
+//!   ([`block_budget`]), and never more than the configured absolute cap
+//!   (`retrieval.max_dag_blocks`, [`DEFAULT_MAX_BLOCKS`]).
+//! - **Bytes**: a dag-pb block may carry at most [`NODE_OVERHEAD`] bytes plus
+//!   [`LINK_OVERHEAD`] per link besides the file bytes it holds itself (a decodable link is at
+//!   most about 115 bytes: an 85-byte CID, `Tsize`, its `blocksize` and framing; the UnixFS
+//!   header with `mode` and `mtime` well under 100). Raw leaves are all file bytes. So the
+//!   block bytes pulled are at most `S + (NODE_OVERHEAD + LINK_OVERHEAD) × blocks`.
+//!
+//! Real DAGs pass with room to spare: Kubo's 256 KiB chunks and 174 links, or Helia's 1 MiB
+//! chunks and 1024 links, carry about 50 bytes of links per chunk, and a 100 MiB file needs
+//! 400 (or 100) leaves and a handful of nodes; even 64-byte chunks (the `deep-64` fixture)
+//! need under 2 blocks per 64 bytes.
 
 use bytes::Bytes;
 use cid::Cid;
 use futures_util::Stream;
 
 use super::car::{CarError, CarReader};
-use super::unixfs::{decode_file, NotFileKind, UnixfsError};
+use super::unixfs::{decode_file, FileNode, NotFileKind, UnixfsError};
 use super::verify::{identity_block, verify_block, VerifyError};
 use crate::byte_range::ByteRange;
 
@@ -36,6 +63,24 @@ use crate::byte_range::ByteRange;
 pub const MAX_DEPTH: u32 = 32;
 /// The most links waiting to be walked at once.
 pub const MAX_PENDING: usize = 65_536;
+/// The most links with `blocksize` 0 in one walk (see the module documentation).
+pub const MAX_EMPTY_LINKS: u64 = 16;
+/// Bytes a dag-pb block may carry besides its own file bytes and its links.
+pub const NODE_OVERHEAD: u64 = 256;
+/// Bytes a dag-pb block may carry per link.
+pub const LINK_OVERHEAD: u64 = 128;
+/// The default absolute cap on the blocks of one walk (`retrieval.max_dag_blocks`): 25 GiB of
+/// 256 KiB chunks, 100 GiB of 1 MiB chunks, 100 MiB even of 1 KiB chunks.
+pub const DEFAULT_MAX_BLOCKS: u64 = 100_000;
+
+/// The most blocks a walk of a file of `file_size` bytes can need (see the module
+/// documentation), before the absolute cap.
+pub fn block_budget(file_size: u64) -> u64 {
+    file_size
+        .saturating_add(MAX_EMPTY_LINKS)
+        .saturating_mul(2)
+        .saturating_add(2 * u64::from(MAX_DEPTH) + 1)
+}
 
 /// Why the walk cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +109,10 @@ pub enum WalkError {
     TooDeep(u32),
     #[error("the file DAG has more than {0} pending links")]
     TooWide(usize),
+    /// The DAG needs more blocks or bytes than its file's size can justify (or than the
+    /// absolute cap): it is refused however honest its blocks are.
+    #[error("the file DAG is too costly to walk: {0}")]
+    TooCostly(String),
     #[error("the walk already failed")]
     Failed,
 }
@@ -107,6 +156,12 @@ pub struct FileWalker {
     wanted: Option<ByteRange>,
     file_size: Option<u64>,
     failed: bool,
+    /// The absolute cap on blocks (`retrieval.max_dag_blocks`).
+    max_blocks: u64,
+    /// Blocks accepted so far (identity children included).
+    blocks: u64,
+    /// Links with `blocksize` 0 queued so far.
+    empty_links: u64,
 }
 
 impl FileWalker {
@@ -125,7 +180,22 @@ impl FileWalker {
             wanted: None,
             file_size: None,
             failed: false,
+            max_blocks: DEFAULT_MAX_BLOCKS,
+            blocks: 0,
+            empty_links: 0,
         }
+    }
+
+    /// The same walk with another absolute cap on its blocks (`retrieval.max_dag_blocks`).
+    pub fn with_max_blocks(mut self, max_blocks: u64) -> Self {
+        self.max_blocks = max_blocks;
+        self
+    }
+
+    /// Blocks accepted so far (identity children included).
+    #[cfg(test)]
+    pub fn blocks(&self) -> u64 {
+        self.blocks
     }
 
     /// A walk of the bytes `range` selects (an HTTP range, resolved against the file size the
@@ -209,6 +279,7 @@ impl FileWalker {
         block: Bytes,
         out: &mut Vec<Bytes>,
     ) -> Result<(), WalkError> {
+        let block_len = block.len() as u64;
         let node = decode_file(&item.cid, block).map_err(|source| match source {
             UnixfsError::NotAFile(kind) if item.depth == 0 => WalkError::NotAFile(kind),
             source => WalkError::Invalid {
@@ -237,6 +308,7 @@ impl FileWalker {
             }
             Some(_) => {}
         }
+        self.charge(&item.cid, block_len, &node)?;
         let (start, end) = self.range.unwrap_or((0, u64::MAX));
         if let Some(bytes) = slice_in_range(&node.data, item.offset, start, end) {
             out.push(bytes);
@@ -259,6 +331,14 @@ impl FileWalker {
                 if self.stack.len() >= MAX_PENDING {
                     return Err(WalkError::TooWide(MAX_PENDING));
                 }
+                if link.blocksize == 0 {
+                    self.empty_links += 1;
+                    if self.empty_links > MAX_EMPTY_LINKS {
+                        return Err(WalkError::TooCostly(format!(
+                            "more than {MAX_EMPTY_LINKS} links to empty subtrees"
+                        )));
+                    }
+                }
                 self.stack.push(Pending {
                     cid: link.cid,
                     offset,
@@ -270,6 +350,35 @@ impl FileWalker {
         }
         // Pushed in file order; the stack pops from the end.
         self.stack[first_new..].reverse();
+        Ok(())
+    }
+}
+
+impl FileWalker {
+    /// Counts one decoded block against the walk's budget (module documentation): the
+    /// blocks the file's size justifies, the absolute cap, and the block's own overhead.
+    fn charge(&mut self, cid: &Cid, block_len: u64, node: &FileNode) -> Result<(), WalkError> {
+        self.blocks += 1;
+        let justified = block_budget(self.file_size.unwrap_or(0));
+        if self.blocks > justified.min(self.max_blocks) {
+            let why = if justified <= self.max_blocks {
+                format!(
+                    "more than the {justified} blocks a {}-byte file can need",
+                    self.file_size.unwrap_or(0)
+                )
+            } else {
+                format!("more than {} blocks", self.max_blocks)
+            };
+            return Err(WalkError::TooCostly(why));
+        }
+        let overhead = block_len.saturating_sub(node.data.len() as u64);
+        let allowed = NODE_OVERHEAD + LINK_OVERHEAD * node.links.len() as u64;
+        if overhead > allowed {
+            return Err(WalkError::TooCostly(format!(
+                "block {cid} carries {overhead} bytes besides its file bytes, for {} links",
+                node.links.len()
+            )));
+        }
         Ok(())
     }
 }
@@ -328,14 +437,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipfs::unixfs::{encode_file_node, FileLink, DAG_PB, RAW};
+    use crate::ipfs::multicodec::{DAG_PB, RAW, SHA2_256};
+    use crate::ipfs::test_encode::encode_file_node;
+    use crate::ipfs::unixfs::FileLink;
     use cid::multihash::Multihash;
     use sha2::Digest as _;
 
     fn cid(codec: u64, block: &[u8]) -> Cid {
         Cid::new_v1(
             codec,
-            Multihash::wrap(0x12, &sha2::Sha256::digest(block)).unwrap(),
+            Multihash::wrap(SHA2_256, &sha2::Sha256::digest(block)).unwrap(),
         )
     }
 
@@ -528,5 +639,157 @@ mod tests {
             }
         }
         assert_eq!(result, Err(WalkError::TooDeep(MAX_DEPTH)));
+    }
+
+    /// Feeds the walk every block it asks for from `store`; the first error, or the bytes.
+    fn walk_all(
+        w: &mut FileWalker,
+        store: &std::collections::HashMap<Cid, Bytes>,
+    ) -> Result<Vec<u8>, WalkError> {
+        let mut got = Vec::new();
+        for _ in 0..100_000 {
+            let Some(next) = w.next_needed() else { break };
+            got.extend(concat(w.accept(&next, store[&next].clone())?));
+        }
+        assert!(w.is_complete());
+        Ok(got)
+    }
+
+    fn store(blocks: &[(Cid, Bytes)]) -> std::collections::HashMap<Cid, Bytes> {
+        blocks.iter().cloned().collect()
+    }
+
+    #[test]
+    fn links_to_empty_subtrees_are_limited() {
+        let leaf = cid(RAW, b"");
+        let node = |n: u64| {
+            let links = vec![
+                FileLink {
+                    cid: leaf,
+                    blocksize: 0
+                };
+                n as usize
+            ];
+            let block = Bytes::from(encode_file_node(b"", &links));
+            (cid(DAG_PB, &block), block)
+        };
+        let (root, block) = node(MAX_EMPTY_LINKS);
+        let mut w = FileWalker::new(root, None);
+        let s = store(&[(root, block), (leaf, Bytes::new())]);
+        assert_eq!(walk_all(&mut w, &s), Ok(Vec::new()));
+        assert_eq!(w.blocks(), MAX_EMPTY_LINKS + 1);
+        // One more, and the root alone is refused: nothing below it is asked for.
+        let (root, block) = node(MAX_EMPTY_LINKS + 1);
+        let mut w = FileWalker::new(root, None);
+        assert!(matches!(
+            w.accept(&root, block),
+            Err(WalkError::TooCostly(_))
+        ));
+        assert_eq!(w.next_needed(), None);
+    }
+
+    #[test]
+    fn blocks_beyond_what_the_size_justifies_are_refused() {
+        // A chain of 30 single-link nodes over a 1-byte leaf, linked `n` times from the root:
+        // an `n`-byte file of 1 + 31n blocks.
+        let leaf = Bytes::from_static(b"x");
+        let mut blocks = vec![(cid(RAW, &leaf), leaf)];
+        for _ in 0..30 {
+            let child = blocks.last().unwrap().0;
+            let node = encode_file_node(
+                b"",
+                &[FileLink {
+                    cid: child,
+                    blocksize: 1,
+                }],
+            );
+            blocks.push((cid(DAG_PB, &node), Bytes::from(node)));
+        }
+        let top = blocks.last().unwrap().0;
+        let walk = |n: u64| {
+            let links = vec![
+                FileLink {
+                    cid: top,
+                    blocksize: 1
+                };
+                n as usize
+            ];
+            let root_block = Bytes::from(encode_file_node(b"", &links));
+            let root = cid(DAG_PB, &root_block);
+            let mut all = blocks.clone();
+            all.push((root, root_block));
+            let mut w = FileWalker::new(root, None);
+            let result = walk_all(&mut w, &store(&all));
+            (result, w.blocks())
+        };
+        let needs = |n: u64| 1 + 31 * n;
+        assert!(needs(3) <= block_budget(3));
+        assert_eq!(walk(3), (Ok(b"xxx".to_vec()), 94));
+        assert!(needs(4) > block_budget(4));
+        let (result, blocks) = walk(4);
+        assert!(matches!(result, Err(WalkError::TooCostly(_))), "{result:?}");
+        assert_eq!(
+            blocks,
+            block_budget(4) + 1,
+            "refused at the first block too many"
+        );
+    }
+
+    #[test]
+    fn the_absolute_cap_holds_whatever_the_size() {
+        let leaves: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i; 100])).collect();
+        let links: Vec<FileLink> = leaves
+            .iter()
+            .map(|l| FileLink {
+                cid: cid(RAW, l),
+                blocksize: 100,
+            })
+            .collect();
+        let root_block = Bytes::from(encode_file_node(b"", &links));
+        let root = cid(DAG_PB, &root_block);
+        let mut all: Vec<(Cid, Bytes)> = links.iter().map(|l| l.cid).zip(leaves).collect();
+        all.push((root, root_block));
+        let s = store(&all);
+        assert_eq!(
+            walk_all(&mut FileWalker::new(root, None).with_max_blocks(11), &s).map(|b| b.len()),
+            Ok(1000)
+        );
+        let result = walk_all(&mut FileWalker::new(root, None).with_max_blocks(10), &s);
+        assert!(matches!(result, Err(WalkError::TooCostly(_))), "{result:?}");
+    }
+
+    /// A dag-pb File node with `junk` bytes in an unknown UnixFS field (a decoder skips it).
+    fn stuffed(data: &[u8], junk: usize) -> Bytes {
+        fn varint(mut v: u64, out: &mut Vec<u8>) {
+            while v >= 0x80 {
+                out.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        let mut unixfs = vec![0x08, 0x02, 0x12];
+        varint(data.len() as u64, &mut unixfs);
+        unixfs.extend_from_slice(data);
+        unixfs.push(0x18);
+        varint(data.len() as u64, &mut unixfs);
+        unixfs.push(15 << 3 | 2);
+        varint(junk as u64, &mut unixfs);
+        unixfs.extend(std::iter::repeat_n(0xaa, junk));
+        let mut node = vec![0x0a];
+        varint(unixfs.len() as u64, &mut node);
+        node.extend_from_slice(&unixfs);
+        Bytes::from(node)
+    }
+
+    #[test]
+    fn a_block_stuffed_beyond_its_links_is_refused() {
+        let small = stuffed(b"tiny file", 100);
+        let c = cid(DAG_PB, &small);
+        let mut w = FileWalker::new(c, None);
+        assert_eq!(concat(w.accept(&c, small).unwrap()), b"tiny file");
+        let big = stuffed(b"tiny file", 1 << 20);
+        let c = cid(DAG_PB, &big);
+        let mut w = FileWalker::new(c, None);
+        assert!(matches!(w.accept(&c, big), Err(WalkError::TooCostly(_))));
     }
 }

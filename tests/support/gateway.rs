@@ -33,6 +33,12 @@ pub enum Behaviour {
     ClaimLength(u64),
     /// Answers with this status and a short body.
     Status(StatusCode),
+    /// Answers with this (3xx) status and `Location`, as a hostile gateway pointing the proxy
+    /// at another service.
+    Redirect(StatusCode, String),
+    /// 200 with the bytes as they are, labelled `Content-Encoding: <coding>` (as a CDN in
+    /// front of a gateway may answer).
+    Encoded(&'static str),
 }
 
 /// How the stub answers a `Range` request.
@@ -60,6 +66,8 @@ pub struct GatewayStub {
     /// Every request's `Range` header (`None`: no range), by CID, in order.
     ranges: Arc<Mutex<HashMap<String, Vec<Option<String>>>>>,
     range_mode: Arc<Mutex<RangeMode>>,
+    /// Every request's `Accept-Encoding` header, in order (the probe's too).
+    accept_encodings: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 /// The CIDv1 (raw, sha2-256) a real node gives these bytes with `--raw-leaves`.
@@ -98,6 +106,15 @@ impl GatewayStub {
         self.items.lock().unwrap().insert(cid.to_owned(), item);
     }
 
+    /// Serves bytes under any CID text, answering as `behaviour` says.
+    pub fn add_under_with(&self, cid: &str, bytes: impl Into<Bytes>, behaviour: Behaviour) {
+        let item = Item {
+            bytes: bytes.into(),
+            behaviour,
+        };
+        self.items.lock().unwrap().insert(cid.to_owned(), item);
+    }
+
     pub fn set_range_mode(&self, mode: RangeMode) {
         *self.range_mode.lock().unwrap() = mode;
     }
@@ -110,6 +127,11 @@ impl GatewayStub {
             .get(cid)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The `Accept-Encoding` header of every request received, in order.
+    pub fn accept_encodings(&self) -> Vec<Option<String>> {
+        self.accept_encodings.lock().unwrap().clone()
     }
 
     /// Requests the stub received for this CID.
@@ -126,6 +148,11 @@ impl GatewayStub {
                     .headers()
                     .get(http::header::RANGE)
                     .map(|v| v.to_str().unwrap().to_owned());
+                let coding = req
+                    .headers()
+                    .get(http::header::ACCEPT_ENCODING)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                stub.accept_encodings.lock().unwrap().push(coding);
                 stub.answer(req.uri().path(), range).await
             }
         })
@@ -160,7 +187,9 @@ impl GatewayStub {
         let len = bytes.len();
         let mode = *self.range_mode.lock().unwrap();
         match (&range, &behaviour, mode) {
-            (_, Behaviour::Status(_), _) | (None, _, _) | (_, _, RangeMode::Ignore) => {}
+            (_, Behaviour::Status(_) | Behaviour::Redirect(..) | Behaviour::Encoded(_), _)
+            | (None, _, _)
+            | (_, _, RangeMode::Ignore) => {}
             (Some(range), behaviour, mode) => {
                 if let Behaviour::Delay(d) = behaviour {
                     tokio::time::sleep(*d).await;
@@ -191,6 +220,18 @@ impl GatewayStub {
                 claimed,
             ),
             Behaviour::Status(code) => status(code),
+            Behaviour::Redirect(code, location) => {
+                let mut r = status(code);
+                r.headers_mut()
+                    .insert(http::header::LOCATION, location.parse().unwrap());
+                r
+            }
+            Behaviour::Encoded(coding) => {
+                let mut r = with_length(full(bytes), len as u64);
+                r.headers_mut()
+                    .insert(http::header::CONTENT_ENCODING, coding.parse().unwrap());
+                r
+            }
         }
     }
 }

@@ -13,7 +13,12 @@ use futures_util::{stream, StreamExt};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
-use ipfs_media_proxy::ipfs::car::{encode_car, encode_varint, CarReader};
+use ipfs_media_proxy::ipfs::car::CarReader;
+use ipfs_media_proxy::ipfs::unixfs::FileLink;
+
+#[path = "encode.rs"]
+pub mod encode;
+use encode::{encode_car, encode_varint};
 
 use super::StubBody;
 
@@ -64,6 +69,10 @@ pub enum Lie {
     ShortLength,
     /// Answers 404 for CARs (only raw blocks are served).
     NoCar,
+    /// Answers every request but the probe with `302 Location: <url>`.
+    Redirect(String),
+    /// Serves honestly, but labels every answer but the probe's `Content-Encoding: <coding>`.
+    Encoding(&'static str),
 }
 
 /// What the stub does with `entity-bytes`.
@@ -167,6 +176,26 @@ impl TrustlessStub {
         else {
             return status(StatusCode::BAD_REQUEST);
         };
+        let lie = self.lie.lock().unwrap().clone();
+        let probe = cid.to_string() == "bafkqaaa";
+        match lie {
+            Lie::Redirect(location) if !probe => {
+                let mut r = status(StatusCode::FOUND);
+                r.headers_mut()
+                    .insert(http::header::LOCATION, location.parse().unwrap());
+                r
+            }
+            Lie::Encoding(coding) if !probe => {
+                let mut r = self.answer_cid(cid, query);
+                r.headers_mut()
+                    .insert(http::header::CONTENT_ENCODING, coding.parse().unwrap());
+                r
+            }
+            _ => self.answer_cid(cid, query),
+        }
+    }
+
+    fn answer_cid(&self, cid: Cid, query: &str) -> Response<StubBody> {
         if query.contains("format=raw") {
             self.raw_requests.fetch_add(1, Ordering::SeqCst);
             if cid.to_string() == "bafkqaaa" {
@@ -395,4 +424,150 @@ fn status(code: StatusCode) -> Response<StubBody> {
     let mut r = Response::new(full(Bytes::from_static(b"no")));
     *r.status_mut() = code;
     r
+}
+
+/// A trustless gateway serving one hostile but valid DAG, the "diamond": a 0-byte file whose
+/// root links 4096 times (blocksize 0) to one node that links 4096 times to the empty raw
+/// leaf. Its `dups=y` CAR is 16.8 million sections (1.39 GB), made lazily as the proxy reads,
+/// so `bytes_sent` says how much of it the proxy pulled.
+#[derive(Clone)]
+pub struct DiamondGateway {
+    pub root: Cid,
+    root_block: Bytes,
+    mid: Cid,
+    mid_block: Bytes,
+    leaf: Cid,
+    bytes_sent: Arc<std::sync::atomic::AtomicU64>,
+    requests: Arc<AtomicUsize>,
+}
+
+/// Links of each diamond node (the decoder's per-node maximum).
+pub const DIAMOND_FANOUT: usize = 4096;
+
+impl DiamondGateway {
+    pub fn new() -> Self {
+        use encode::encode_file_node;
+        let leaf = block_cid(0x55, b"");
+        let mid_block = Bytes::from(encode_file_node(
+            b"",
+            &vec![
+                FileLink {
+                    cid: leaf,
+                    blocksize: 0
+                };
+                DIAMOND_FANOUT
+            ],
+        ));
+        let mid = block_cid(0x70, &mid_block);
+        let root_block = Bytes::from(encode_file_node(
+            b"",
+            &vec![
+                FileLink {
+                    cid: mid,
+                    blocksize: 0
+                };
+                DIAMOND_FANOUT
+            ],
+        ));
+        let root = block_cid(0x70, &root_block);
+        Self {
+            root,
+            root_block,
+            mid,
+            mid_block,
+            leaf,
+            bytes_sent: Arc::default(),
+            requests: Arc::default(),
+        }
+    }
+
+    /// CAR bytes (and raw block bytes) handed to the connection so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::SeqCst)
+    }
+
+    /// Requests received, the probe's included.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub async fn start(&self) -> SocketAddr {
+        let stub = self.clone();
+        let (addr, _task) = super::serve(move |req| {
+            let stub = stub.clone();
+            async move {
+                stub.requests.fetch_add(1, Ordering::SeqCst);
+                let query = req.uri().query().unwrap_or("").to_owned();
+                let cid = req
+                    .uri()
+                    .path()
+                    .strip_prefix("/ipfs/")
+                    .and_then(|c| c.parse::<Cid>().ok());
+                stub.answer(cid, &query)
+            }
+        })
+        .await;
+        addr
+    }
+
+    fn answer(&self, cid: Option<Cid>, query: &str) -> Response<StubBody> {
+        let Some(cid) = cid else {
+            return status(StatusCode::BAD_REQUEST);
+        };
+        if query.contains("format=raw") {
+            let block = if cid == self.root {
+                self.root_block.clone()
+            } else if cid == self.mid {
+                self.mid_block.clone()
+            } else if cid == self.leaf || cid.to_string() == "bafkqaaa" {
+                Bytes::new()
+            } else {
+                return status(StatusCode::NOT_FOUND);
+            };
+            self.bytes_sent
+                .fetch_add(block.len() as u64, Ordering::SeqCst);
+            return Response::new(full(block));
+        }
+        if !query.contains("format=car") || cid != self.root {
+            return status(StatusCode::NOT_FOUND);
+        }
+        // Frame 0: header and root; frame i (1..=4096): the middle node and its 4096 leaves.
+        let header = encode_car(&[self.root], [(&self.root, &self.root_block[..])]);
+        let mut mid_frame = Vec::new();
+        let mid_section = encode_car(&[], [(&self.mid, &self.mid_block[..])]);
+        let leaf_section = encode_car(&[], [(&self.leaf, &b""[..])]);
+        let header_len = encode_car(&[], []).len();
+        mid_frame.extend_from_slice(&mid_section[header_len..]);
+        for _ in 0..DIAMOND_FANOUT {
+            mid_frame.extend_from_slice(&leaf_section[header_len..]);
+        }
+        let mid_frame = Bytes::from(mid_frame);
+        let sent = Arc::clone(&self.bytes_sent);
+        let frames = stream::unfold(0usize, move |i| {
+            let frame = match i {
+                0 => Bytes::from(header.clone()),
+                i if i <= DIAMOND_FANOUT => mid_frame.clone(),
+                _ => return std::future::ready(None),
+            };
+            sent.fetch_add(frame.len() as u64, Ordering::SeqCst);
+            std::future::ready(Some((Ok::<_, std::io::Error>(Frame::data(frame)), i + 1)))
+        });
+        Response::new(BodyExt::boxed(StreamBody::new(frames)))
+    }
+}
+
+impl Default for DiamondGateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The CIDv1 (sha2-256) of a block.
+pub fn block_cid(codec: u64, block: &[u8]) -> Cid {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(block);
+    Cid::new_v1(
+        codec,
+        cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap(),
+    )
 }
