@@ -4,6 +4,8 @@ mod support;
 
 use std::time::Duration;
 
+use http::StatusCode;
+
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
 use support::{bounded, client, json, Proxy, ProxyBuilder};
@@ -217,6 +219,55 @@ async fn logout_through_the_proxy_forgets_the_token() {
         assert!(r.status().is_success());
         assert_eq!(download().await.unwrap().status(), 200);
         assert_eq!(hs.whoami_calls(), 3);
+    })
+    .await;
+}
+
+/// A `200` that is not a whoami answer (a maintenance page, an SPA fallback on the same host,
+/// `{}`, a `user_id` that is not a string) is no access, with or without a token: 502.
+#[tokio::test]
+async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
+    bounded(30, async {
+        let (hs, gw, proxy, cid) = setup("").await;
+        let not_answers = [
+            (
+                StatusCode::OK,
+                "text/html",
+                "<!doctype html><p>Down for maintenance</p>",
+            ),
+            (StatusCode::OK, "application/json", "{}"),
+            (StatusCode::OK, "application/json", r#"{"user_id": 42}"#),
+        ];
+        let mut calls = 0;
+        for fixed in not_answers {
+            hs.answer_whoami(Some(fixed));
+            for token in [None, Some("good")] {
+                let mut request = client().get(proxy.url(&path(&cid)));
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let r = request.send().await.unwrap();
+                assert_eq!(r.status(), 502, "{fixed:?} {token:?}");
+                assert_eq!(r.headers()["content-type"], "application/json");
+                let body = json(&r.bytes().await.unwrap());
+                assert_eq!(body["errcode"], "M_UNKNOWN", "{fixed:?} {token:?}");
+                calls += 1;
+                assert_eq!(hs.whoami_calls(), calls);
+            }
+        }
+        assert_eq!(gw.hits(&cid), 0, "no media was fetched for anyone");
+        // Nothing of that was remembered: with a real answer again, the token is asked about
+        // afresh and served.
+        hs.answer_whoami(None);
+        let r = client()
+            .get(proxy.url(&path(&cid)))
+            .bearer_auth("good")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), BYTES);
+        assert_eq!(hs.whoami_calls(), calls + 1);
     })
     .await;
 }
