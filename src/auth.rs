@@ -8,7 +8,9 @@
 //! request; refusals are never remembered.
 //!
 //! Access needs a well-formed whoami answer (a `200` whose body names a `user_id`); anything
-//! else the homeserver says, or not being able to ask it, is a 502, never access.
+//! else the homeserver says, or not being able to ask it, is a 502, never access. A request
+//! carrying both an `Authorization` header and an `access_token` parameter is refused here as
+//! Synapse refuses it, so the one credential checked is the one remembered.
 
 use std::time::Duration;
 
@@ -143,6 +145,16 @@ impl TokenChecker {
         };
         let authorization = request.headers.get(header::AUTHORIZATION);
         let query = request.uri.query();
+        if authorization.is_some() && query.is_some_and(has_access_token_param) {
+            // Synapse's answer, without asking: which of the two a homeserver would check is
+            // its business, and we would remember the answer under one of them.
+            count("refused");
+            return Err(MatrixError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_MISSING_TOKEN",
+                "Mixing Authorization headers and access_token query parameters.",
+            ));
+        }
         let query_token = query.and_then(access_token_param);
         let key = token_key(authorization, query_token);
         if let Some(key) = &key {
@@ -206,6 +218,15 @@ impl TokenChecker {
             }
         }
     }
+}
+
+/// Whether a query string names `access_token` at all, even empty, in any spelling a form
+/// decoder reads as that name (`access%5Ftoken`): Synapse refuses it next to a header.
+fn has_access_token_param(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        name == "access_token" || form_decode(name) == b"access_token"
+    })
 }
 
 /// `application/x-www-form-urlencoded` decoding, as homeservers read query values: `+` is a
@@ -310,5 +331,28 @@ mod tests {
         // A homeserver reads `+` in a query value as a space.
         let spaced = HeaderValue::from_static("Bearer a b");
         assert_eq!(token_key(None, Some("a+b")), token_key(Some(&spaced), None));
+    }
+
+    #[test]
+    fn mixed_credentials_are_seen_in_every_spelling() {
+        for query in [
+            "access_token=x",
+            "a=1&access_token=x",
+            "access_token=",
+            "access_token",
+            "access%5Ftoken=x",
+            "access%5ftoken",
+        ] {
+            assert!(has_access_token_param(query), "{query}");
+        }
+        for query in [
+            "",
+            "a=1",
+            "my_access_token=x",
+            "access_tokens=x",
+            "x=access_token",
+        ] {
+            assert!(!has_access_token_param(query), "{query}");
+        }
     }
 }

@@ -271,3 +271,53 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
     })
     .await;
 }
+
+/// Both an `Authorization` header and an `access_token` parameter: Synapse's own refusal,
+/// without asking the homeserver and without remembering anything under either token.
+#[tokio::test]
+async fn mixed_credentials_are_refused_as_synapse_does() {
+    bounded(30, async {
+        let (hs, gw, proxy, cid) = setup("").await;
+        // The stub lets the query token win, so a check of both would accept `forged`.
+        for query in ["access_token=good", "access_token=", "access%5Ftoken=good"] {
+            let r = client()
+                .get(proxy.url(&format!("{}?{query}", path(&cid))))
+                .bearer_auth("forged")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "{query}");
+            let body = json(&r.bytes().await.unwrap());
+            assert_eq!(body["errcode"], "M_MISSING_TOKEN");
+            assert_eq!(
+                body["error"],
+                "Mixing Authorization headers and access_token query parameters."
+            );
+        }
+        assert_eq!(hs.whoami_calls(), 0, "the homeserver was not asked");
+        assert_eq!(gw.hits(&cid), 0);
+        // The header token alone is checked afresh, and refused by the homeserver.
+        let r = client()
+            .get(proxy.url(&path(&cid)))
+            .bearer_auth("forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            json(&r.bytes().await.unwrap())["errcode"],
+            "M_UNKNOWN_TOKEN"
+        );
+        assert_eq!(hs.whoami_calls(), 1);
+        assert_eq!(hs.last().headers["authorization"], "Bearer forged");
+        // Each credential on its own still works.
+        let r = client()
+            .get(proxy.url(&format!("{}?access_token=good", path(&cid))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(hs.whoami_calls(), 2);
+    })
+    .await;
+}

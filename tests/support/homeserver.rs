@@ -2,7 +2,8 @@
 //!
 //! - `/_matrix/client/v3/account/whoami`: `Bearer good` (or `access_token=good`) is alice,
 //!   `Bearer gone` is 403, no token is 401 `M_MISSING_TOKEN`, any other 401 `M_UNKNOWN_TOKEN`.
-//!   [`HomeserverStub::answer_whoami`] replaces all that with one answer.
+//!   Given both, the query token wins (a homeserver may do that; Synapse and Dendrite refuse
+//!   mixed credentials). [`HomeserverStub::answer_whoami`] replaces all that with one answer.
 //! - `/stream/{n}`: `n` pattern bytes, generated as they are sent.
 //! - `/count`: reads the request body as a stream and answers its length and checksum.
 //! - `/broken`: announces 1000 bytes, sends 10, closes.
@@ -217,7 +218,7 @@ fn whoami(headers: &HeaderMap, query: Option<&str>) -> Response<StubBody> {
             .find_map(|p| p.strip_prefix("access_token="))
             .map(str::to_owned)
     });
-    match from_header.or(from_query).as_deref() {
+    match from_query.or(from_header).as_deref() {
         Some("good") => json(
             StatusCode::OK,
             serde_json::json!({"user_id": "@alice:test", "is_guest": false}),
