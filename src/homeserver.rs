@@ -8,6 +8,7 @@
 //! one means for a client (which status, which errcode) is decided by the caller.
 
 mod pool;
+mod upstream;
 mod wake_gate;
 
 use std::sync::Arc;
@@ -15,12 +16,14 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 
 use crate::body::Body;
 use crate::config::HomeserverConfig;
 use crate::error::MatrixError;
 use crate::forwarding::{self, Peer};
+
+use upstream::Passthrough;
+pub use upstream::Upstream;
 
 /// What went wrong talking to the homeserver.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +31,7 @@ pub enum HomeserverError {
     /// No answer: the connection could not be made, or the exchange failed before a response
     /// head arrived.
     #[error("the homeserver could not be reached")]
-    Unreachable(#[source] pool::SendError),
+    Unreachable(#[source] crate::body::BoxError),
     /// A response head arrived, but its body broke off (or was larger than we read).
     #[error("the homeserver's response broke off")]
     BrokeOff(#[source] crate::body::BoxError),
@@ -97,7 +100,7 @@ const WHOAMI_MAX_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct Homeserver {
-    pool: Arc<pool::Pool>,
+    client: Arc<Passthrough>,
     /// `Host` for a request that came without one, as an HTTP client would send it.
     host: HeaderValue,
 }
@@ -114,7 +117,10 @@ impl Homeserver {
             None => host.to_owned(),
         };
         Self {
-            pool: pool::Pool::new(format!("{host}:{port}"), config.connect_timeout),
+            client: Arc::new(Passthrough::from_env(
+                &format!("{host}:{port}"),
+                config.connect_timeout,
+            )),
             host: HeaderValue::from_str(&host_header).expect("a URL's host is a valid header"),
         }
     }
@@ -126,12 +132,10 @@ impl Homeserver {
                 .headers_mut()
                 .insert(header::HOST, self.host.clone());
         }
-        let response = self
-            .pool
+        self.client
             .send(request)
             .await
-            .map_err(HomeserverError::Unreachable)?;
-        Ok(response.map(|body| body.map_err(response_broke_off).boxed()))
+            .map_err(HomeserverError::Unreachable)
     }
 
     /// [`Self::relay`], with its failure as the client's answer: a homeserver that cannot be

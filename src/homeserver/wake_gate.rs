@@ -10,7 +10,7 @@
 //! while the task is polling them is only noted, and they are simply polled again; any other
 //! wake (the socket, from the I/O driver) goes to the task.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -20,6 +20,19 @@ const POLLING: u8 = 1;
 const WOKEN: u8 = 2;
 /// Rounds of polling per call before yielding for real: a bound on work between yields.
 const ROUNDS: usize = 8;
+
+/// Off (`IMP_PASSTHROUGH_CLIENT=bespoke-no-gate`, for the benchmark): the parts are polled
+/// with the task's own waker, as if there were no gate.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the gate off for the process (before any connection is made).
+pub fn disable() {
+    ENABLED.store(false, Ordering::Relaxed);
+}
+
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 pub struct WakeGate {
     task: AtomicWaker,
@@ -59,12 +72,18 @@ impl Gated {
     /// nobody waits on (idle, or its body being dropped), whose wakes would only make the task
     /// that last polled it run again for nothing.
     pub fn mute(&self) {
+        if !enabled() {
+            return;
+        }
         self.gate.state.store(POLLING, Ordering::Release);
     }
 
     /// Polls `step` once and leaves the gate muted (see [`Self::mute`]): for a look at an idle
     /// connection right before this task sends it a request, which would otherwise wake it.
     pub fn poll_muted<R>(&self, step: impl FnOnce(&mut Context<'_>) -> R) -> R {
+        if !enabled() {
+            return step(&mut Context::from_waker(Waker::noop()));
+        }
         self.mute();
         step(&mut Context::from_waker(&self.waker))
     }
@@ -76,6 +95,9 @@ impl Gated {
         cx: &mut Context<'_>,
         mut step: impl FnMut(&mut Context<'_>) -> Poll<R>,
     ) -> Poll<R> {
+        if !enabled() {
+            return step(cx);
+        }
         self.gate.task.register(cx.waker());
         self.gate.state.store(POLLING, Ordering::Release);
         let mut inner = Context::from_waker(&self.waker);
