@@ -145,3 +145,154 @@ impl Upstream for HyperUtil {
         Ok(response.map(|body| body.map_err(super::response_broke_off).boxed()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http::header;
+    use http_body::Frame;
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+    /// Every client, as `IMP_PASSTHROUGH_CLIENT` would make it.
+    fn clients(addr: SocketAddr) -> Vec<(&'static str, Passthrough)> {
+        let address = addr.to_string();
+        let timeout = Duration::from_secs(5);
+        vec![
+            (
+                "bespoke",
+                Passthrough::Bespoke(Pool::new(address.clone(), timeout)),
+            ),
+            (
+                "hyper-util",
+                Passthrough::HyperUtil(HyperUtil::new(&address, timeout, false)),
+            ),
+            (
+                "hyper-util-per-worker",
+                Passthrough::HyperUtil(HyperUtil::new(&address, timeout, true)),
+            ),
+        ]
+    }
+
+    /// A keep-alive HTTP/1.1 server counting the connections it accepts: `/close` answers with
+    /// `Connection: close`, `/big` streams 4 MiB, anything else echoes the request target.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let target = req.uri().to_string();
+                        let mut response = match req.uri().path() {
+                            "/big" => {
+                                let chunks = (0..64).map(|_| {
+                                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(
+                                        vec![7u8; 64 * 1024],
+                                    )))
+                                });
+                                Response::new(
+                                    StreamBody::new(futures_util::stream::iter(chunks)).boxed(),
+                                )
+                            }
+                            _ => Response::new(Full::new(Bytes::from(target)).boxed()),
+                        };
+                        if req.uri().path() == "/close" {
+                            response
+                                .headers_mut()
+                                .insert(header::CONNECTION, "close".parse().unwrap());
+                        }
+                        Ok::<Response<TestBody>, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header(header::HOST, "hs.example")
+            .body(crate::body::empty())
+            .unwrap()
+    }
+
+    async fn text(response: Response<Body>) -> Bytes {
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn raw_targets_and_keep_alive_for_every_client() {
+        for name in ["bespoke", "hyper-util", "hyper-util-per-worker"] {
+            let (addr, accepted) = server().await;
+            let client = clients(addr).into_iter().find(|c| c.0 == name).unwrap().1;
+            for _ in 0..3 {
+                let response = client.send(get("/a%2Fb?x=%41&&y")).await.unwrap();
+                assert_eq!(text(response).await, "/a%2Fb?x=%41&&y", "{name}");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1, "{name}: one connection");
+            // A body left unread closes its connection; `Connection: close` is honoured.
+            let mut body = client.send(get("/big")).await.unwrap().into_body();
+            assert!(body.frame().await.unwrap().unwrap().is_data());
+            drop(body);
+            assert_eq!(
+                text(client.send(get("/close")).await.unwrap()).await,
+                "/close"
+            );
+            assert_eq!(text(client.send(get("/x")).await.unwrap()).await, "/x");
+            assert!(accepted.load(Ordering::SeqCst) >= 3, "{name}");
+        }
+    }
+
+    /// The homeserver closes a keep-alive connection while it is idle: the next request uses a
+    /// new one, without an error.
+    #[tokio::test]
+    async fn an_idle_connection_the_homeserver_closed_is_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                drop(stream);
+            }
+        });
+        for (name, client) in clients(addr) {
+            for _ in 0..3 {
+                let response = client.send(get("/x")).await.unwrap();
+                assert_eq!(text(response).await, "ok", "{name}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_homeserver_is_an_error() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for (name, client) in clients(closed) {
+            assert!(client.send(get("/x")).await.is_err(), "{name}");
+        }
+    }
+}
