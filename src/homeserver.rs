@@ -9,7 +9,6 @@
 
 mod pool;
 mod upstream;
-mod wake_gate;
 
 use std::sync::Arc;
 

@@ -4,9 +4,7 @@
 //!
 //! `IMP_PASSTHROUGH_CLIENT` (read once, when the homeserver is set up) picks one:
 //!
-//! - `bespoke` (default): `pool`, keep-alive connections driven by the request using them,
-//!   polled through `wake_gate`;
-//! - `bespoke-no-gate`: the same without the wake gate;
+//! - `bespoke` (default): `pool`, keep-alive connections driven by the request using them;
 //! - `hyper-util`: hyper-util's pooled client (`client::legacy::Client`), one for the process;
 //! - `hyper-util-per-worker`: one such client per connection worker, so a connection is only
 //!   used by the thread whose runtime drives it.
@@ -51,7 +49,7 @@ impl Passthrough {
     pub fn from_env(address: &str, connect_timeout: Duration) -> Self {
         let choice = std::env::var("IMP_PASSTHROUGH_CLIENT").unwrap_or_default();
         let choice = match choice.as_str() {
-            "" | "bespoke" | "bespoke-no-gate" | "hyper-util" | "hyper-util-per-worker" => choice,
+            "" | "bespoke" | "hyper-util" | "hyper-util-per-worker" => choice,
             other => {
                 tracing::warn!(
                     value = other,
@@ -68,12 +66,7 @@ impl Passthrough {
             "hyper-util-per-worker" => {
                 Self::HyperUtil(HyperUtil::new(address, connect_timeout, true))
             }
-            other => {
-                if other == "bespoke-no-gate" {
-                    super::wake_gate::disable();
-                }
-                Self::Bespoke(Pool::new(address.to_owned(), connect_timeout))
-            }
+            _ => Self::Bespoke(Pool::new(address.to_owned(), connect_timeout)),
         }
     }
 }
