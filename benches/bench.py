@@ -339,6 +339,9 @@ class Bench:
         log(f"  perf profile of the proxy: {txt}")
 
     def want(self, n):
+        # 8 (the pass-through client A/B) is an experiment: only when named.
+        if n == 8:
+            return self.only is not None and "8" in self.only
         return self.only is None or str(n) in self.only
 
     # --- machine ---------------------------------------------------------------------------
@@ -671,15 +674,43 @@ class Bench:
 
     # --- verified (trustless, CAR) vs trusted (path) retrieval ------------------------------
 
+    def proxy_environment(self, extra=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IPFS_MEDIA_PROXY_") and k != "RUST_LOG"}
+        for kv in self.opts.proxy_env or []:
+            k, _, v = kv.partition("=")
+            env[k] = v
+        env.update(extra or {})
+        return env
+
+    def scenario8(self):
+        """The pass-through client A/B: one proxy per client (IMP_PASSTHROUGH_CLIENT), same config,
+        small JSON at 32 and 1 connection, rounds interleaved across them."""
+        variants, started = [], []
+        for client in PASSTHROUGH_CLIENTS:
+            port = free_port()
+            cfg = os.path.join(OUT, f"proxy-8-{client}.toml")
+            with open(cfg, "w") as f:
+                f.write(PROXY_CONF.format(port=port, upstream=self.upstream, gateway=self.gateway))
+            p = self.procs.start(f"proxy-8-{client}", [self.opts.proxy, "--config", cfg],
+                                 env=self.proxy_environment({"IMP_PASSTHROUGH_CLIENT": client}))
+            started.append(p)
+            addr = f"127.0.0.1:{port}"
+            wait_http(f"http://{addr}{SMALL_PATH}", p, f"proxy-8-{client}")
+            variants.append((client, f"http://{addr}{SMALL_PATH}", [p.pid]))
+        try:
+            self.wrk_scenario("8-client", "pass-through client A/B, small JSON", variants)
+            self.wrk_scenario("8-client-1conn", "pass-through client A/B, small JSON, 1 connection", variants,
+                              conns=1, threads=1)
+        finally:
+            for p in started:
+                self.procs.stop(p)
+
     def scenario7(self):
         dag = self.gateway_stats()["dag"]
         n = 2 if self.smoke else 5
         log(f"scenario 7-verified: {dag['size'] // 2**20} MiB UnixFS file ({dag['leaves']} raw leaves), "
             f"trusted (path) vs trustless (CAR), {n} fetches each")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IPFS_MEDIA_PROXY_") and k != "RUST_LOG"}
-        for kv in self.opts.proxy_env or []:
-            k, _, v = kv.partition("=")
-            env[k] = v
+        env = self.proxy_environment()
         proxies = {}
         try:
             for mode in ("trusted", "trustless"):
@@ -908,7 +939,7 @@ class Bench:
             self.start()
             self.results["proxy_config"] = open(os.path.join(OUT, "proxy.toml")).read()
             for n, fn in ((1, self.scenario1), (2, self.scenario2), (3, self.scenario3), (4, self.scenario4),
-                          (5, self.scenario5), (6, self.scenario6), (7, self.scenario7)):
+                          (5, self.scenario5), (6, self.scenario6), (7, self.scenario7), (8, self.scenario8)):
                 if self.want(n):
                     fn()
             self.targets()
@@ -964,6 +995,39 @@ def render_markdown(res):
                 out.append(f"| {k} ({s['connections']} conn) | {label} | {fmt(v['rps'])} | {fmt(v['mib_s'], nd=1)} | "
                            f"{fmt(v['p50_us'] / 1e3, ' ms', 3)} | {fmt(v['p99_us'] / 1e3, ' ms', 3)} | "
                            f"{fmt(v['cpu_s_per_10k'], ' s', 3)} | {fmt(v['peak_rss_kib'] / 1024, ' MiB', 1)} | {err} |")
+        out.append("")
+    for key in ("8-client", "8-client-1conn"):
+        if key not in sc:
+            continue
+        s = sc[key]
+        vs = s["variants"]
+        base = vs.get("bespoke")
+        out += [f"## Pass-through client A/B: {key} ({s['connections']} conn, {s['duration_s']} s x "
+                f"{len(base['runs']) if base else 0} interleaved rounds)", "",
+                "Median [min - max] over the rounds; the ratio is each round's figure over `bespoke`'s in the "
+                "same round (median [min - max]).", "",
+                "| client | req/s | ratio req/s | p50 | p99 | CPU s / 10k req | ratio CPU |",
+                "|---|---|---|---|---|---|---|"]
+
+        def spread(rs, k, scale=1.0, nd=0):
+            vals = [r[k] * scale for r in rs if r.get(k) is not None]
+            if not vals:
+                return "-"
+            return f"{statistics.median(vals):.{nd}f} [{min(vals):.{nd}f} - {max(vals):.{nd}f}]"
+
+        def ratio(rs, k):
+            if not base:
+                return "-"
+            vals = [r[k] / b[k] for r, b in zip(rs, base["runs"]) if r.get(k) and b.get(k)]
+            if not vals:
+                return "-"
+            return f"{statistics.median(vals):.3f} [{min(vals):.3f} - {max(vals):.3f}]"
+
+        for label, v in vs.items():
+            rs = v["runs"]
+            out.append(f"| {label} | {spread(rs, 'rps')} | {ratio(rs, 'rps')} | {spread(rs, 'p50_us', 1e-3, 3)} ms | "
+                       f"{spread(rs, 'p99_us', 1e-3, 3)} ms | {spread(rs, 'cpu_s_per_10k', 1.0, 3)} s | "
+                       f"{ratio(rs, 'cpu_s_per_10k')} |")
         out.append("")
     if "4-cold-1g" in sc:
         s = sc["4-cold-1g"]
@@ -1112,6 +1176,11 @@ level = "warn"
 """
 
 
+# Scenario 8: the pass-through clients compared (IMP_PASSTHROUGH_CLIENT, src/homeserver/upstream.rs).
+# (`bespoke-no-gate` was measured too, before `wake_gate.rs` went: see benches/README.md.)
+PASSTHROUGH_CLIENTS = ("bespoke", "hyper-util", "hyper-util-per-worker")
+
+
 PROXY7_CONF = """# Written by benches/bench.py for scenario 7 (verified vs trusted retrieval).
 [server]
 listen = "127.0.0.1:{port}"
@@ -1138,7 +1207,7 @@ level = "warn"
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a few seconds per scenario (CI keeps it working)")
-    ap.add_argument("--only", help="comma-separated scenario numbers (1-7)")
+    ap.add_argument("--only", help="comma-separated scenario numbers (1-8; 8, the pass-through client A/B, only when named)")
     ap.add_argument("--duration", type=int, help="seconds per wrk run (default 5, smoke 2)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, smoke 1)")
     ap.add_argument("--perf", action="store_true",

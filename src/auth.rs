@@ -6,8 +6,12 @@
 //! `M_UNKNOWN_TOKEN`, soft-logout flags, ...). Accepted tokens are remembered briefly in a
 //! bounded cache, keyed by a SHA-256 of the token so no token sits in memory longer than its
 //! request; refusals are never remembered.
+//!
+//! Access needs a well-formed whoami answer (a `200` whose body names a `user_id`); anything
+//! else the homeserver says, or not being able to ask it, is a 502, never access. A request
+//! carrying both an `Authorization` header and an `access_token` parameter is refused here as
+//! Synapse refuses it, so the one credential checked is the one remembered.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -19,12 +23,16 @@ use sha2::{Digest, Sha256};
 use crate::body::Body;
 use crate::error::MatrixError;
 use crate::forwarding::Peer;
-use crate::homeserver::Homeserver;
+use crate::homeserver::{Homeserver, HomeserverError, Whoami, WhoamiAnswer};
 use crate::metrics::{Outcome, METRICS};
 
 pub enum Verdict {
-    /// Served from memory (`true`) or after asking the homeserver (`false`).
-    Accepted { remembered: bool },
+    Accepted {
+        /// Served from memory (`true`) or after asking the homeserver (`false`).
+        remembered: bool,
+        /// Whose token it is, as the homeserver said.
+        user: Whoami,
+    },
     /// The homeserver's refusal, to be sent as it is.
     Refused(Response<Body>),
 }
@@ -32,7 +40,7 @@ pub enum Verdict {
 pub struct TokenChecker {
     homeserver: Homeserver,
     /// Token digest -> the user it belongs to.
-    accepted: moka::sync::Cache<[u8; 32], Arc<str>>,
+    accepted: moka::sync::Cache<[u8; 32], Whoami>,
 }
 
 /// The credentials of a request on its way through, for [`TokenChecker::observe`].
@@ -116,7 +124,9 @@ impl TokenChecker {
         if logout_all {
             match self.accepted.get(&key) {
                 Some(user) => {
-                    let _ = self.accepted.invalidate_entries_if(move |_, u| *u == user);
+                    let _ = self
+                        .accepted
+                        .invalidate_entries_if(move |_, u| u.user_id == user.user_id);
                 }
                 // We cannot tell whose tokens went: forget them all (they are re-checked).
                 None => self.accepted.invalidate_all(),
@@ -127,52 +137,80 @@ impl TokenChecker {
     }
 
     pub async fn check(&self, request: &Parts, peer: &Peer) -> Result<Verdict, MatrixError> {
-        let authorization = request.headers.get(header::AUTHORIZATION);
-        let query_token = request.uri.query().and_then(access_token_param);
-        let key = token_key(authorization, query_token);
-        if let Some(key) = &key {
-            if self.accepted.contains_key(key) {
-                METRICS.token_cache_hits.inc();
-                return Ok(Verdict::Accepted { remembered: true });
-            }
-        }
         let count = |outcome| {
             METRICS
                 .token_checks
                 .get_or_create(&Outcome { outcome })
                 .inc();
         };
-        let response = self
+        let authorization = request.headers.get(header::AUTHORIZATION);
+        let query = request.uri.query();
+        if authorization.is_some() && query.is_some_and(has_access_token_param) {
+            // Synapse's answer, without asking: which of the two a homeserver would check is
+            // its business, and we would remember the answer under one of them.
+            count("refused");
+            return Err(MatrixError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_MISSING_TOKEN",
+                "Mixing Authorization headers and access_token query parameters.",
+            ));
+        }
+        let query_token = query.and_then(access_token_param);
+        let key = token_key(authorization, query_token);
+        if let Some(key) = &key {
+            if let Some(user) = self.accepted.get(key) {
+                METRICS.token_cache_hits.inc();
+                return Ok(Verdict::Accepted {
+                    remembered: true,
+                    user,
+                });
+            }
+        }
+        let answer = self
             .homeserver
             .whoami(authorization, query_token, &request.headers, peer)
-            .await
-            .inspect_err(|_| count("error"))?;
-        count(match response.status() {
-            StatusCode::OK => "accepted",
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
-                "refused"
-            }
-            _ => "error",
-        });
-        match response.status() {
-            StatusCode::OK => {
-                let body = crate::body::collect_limited(response.into_body(), 64 * 1024)
-                    .await
-                    .map_err(|_| {
-                        MatrixError::bad_gateway("the homeserver's answer could not be read")
-                    })?;
-                let user: Option<Arc<str>> = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("user_id")?.as_str().map(Arc::from));
-                if let (Some(key), Some(user)) = (key, user) {
-                    self.accepted.insert(key, user);
+            .await;
+        let response = match answer {
+            Ok(WhoamiAnswer::User(user)) => {
+                count("accepted");
+                if let Some(key) = key {
+                    self.accepted.insert(key, user.clone());
                 }
-                Ok(Verdict::Accepted { remembered: false })
+                return Ok(Verdict::Accepted {
+                    remembered: false,
+                    user,
+                });
             }
+            Ok(WhoamiAnswer::Other(response)) => response,
+            Err(HomeserverError::Unsendable(why)) => {
+                count("refused");
+                tracing::debug!(why, "token check: request refused before asking");
+                return Err(MatrixError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "M_UNKNOWN_TOKEN",
+                    "malformed access token",
+                ));
+            }
+            Err(error) => {
+                count("error");
+                let message = match error {
+                    HomeserverError::Unreachable(_) => {
+                        "the homeserver could not be asked to check the access token"
+                    }
+                    HomeserverError::BrokeOff(_) => "the homeserver's answer could not be read",
+                    _ => "the homeserver could not check the access token",
+                };
+                tracing::warn!(error = %crate::homeserver::error_chain(&error), "token check failed");
+                return Err(MatrixError::bad_gateway(message));
+            }
+        };
+        match response.status() {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                count("refused");
                 Ok(Verdict::Refused(response))
             }
             status => {
+                count("error");
                 tracing::warn!(%status, "token check: unexpected homeserver answer");
                 Err(MatrixError::bad_gateway(
                     "the homeserver could not check the access token",
@@ -180,6 +218,22 @@ impl TokenChecker {
             }
         }
     }
+}
+
+/// Whether a query string names `access_token` at all, even empty, in any spelling a form
+/// decoder reads as that name (`access%5Ftoken`): Synapse refuses it next to a header.
+fn has_access_token_param(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        name == "access_token" || form_decode(name) == b"access_token"
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding, as homeservers read query values: `+` is a
+/// space, then `%xx`.
+fn form_decode(raw: &str) -> Vec<u8> {
+    let spaced = raw.replace('+', " ");
+    percent_decode_str(&spaced).collect()
 }
 
 /// The raw (still percent-encoded) value of `access_token=` in a query string.
@@ -197,7 +251,7 @@ fn token_key(authorization: Option<&HeaderValue>, query_token: Option<&str>) -> 
             let bytes = value.as_bytes();
             bytes.strip_prefix(b"Bearer ").unwrap_or(bytes).to_vec()
         }
-        (None, Some(raw)) => percent_decode_str(raw).collect(),
+        (None, Some(raw)) => form_decode(raw),
         (None, None) => return None,
     };
     Some(Sha256::digest(&token).into())
@@ -228,7 +282,10 @@ pub async fn check_federation(
     *copy.method_mut() = request.method.clone();
     *copy.uri_mut() = request.uri.clone();
     *copy.headers_mut() = request.headers.clone();
-    let response = homeserver.forward(copy, peer).await?;
+    let response = homeserver.relay(copy, peer).await.map_err(|error| {
+        tracing::warn!(error = %crate::homeserver::error_chain(&error), "homeserver request failed");
+        MatrixError::bad_gateway("the homeserver could not be reached")
+    })?;
     if response.status() != StatusCode::NOT_FOUND {
         return Ok(FederationVerdict::Homeserver(response));
     }
@@ -271,5 +328,31 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, token_key(None, Some("syt_other")));
         assert_eq!(token_key(None, None), None);
+        // A homeserver reads `+` in a query value as a space.
+        let spaced = HeaderValue::from_static("Bearer a b");
+        assert_eq!(token_key(None, Some("a+b")), token_key(Some(&spaced), None));
+    }
+
+    #[test]
+    fn mixed_credentials_are_seen_in_every_spelling() {
+        for query in [
+            "access_token=x",
+            "a=1&access_token=x",
+            "access_token=",
+            "access_token",
+            "access%5Ftoken=x",
+            "access%5ftoken",
+        ] {
+            assert!(has_access_token_param(query), "{query}");
+        }
+        for query in [
+            "",
+            "a=1",
+            "my_access_token=x",
+            "access_tokens=x",
+            "x=access_token",
+        ] {
+            assert!(!has_access_token_param(query), "{query}");
+        }
     }
 }

@@ -4,6 +4,8 @@ mod support;
 
 use std::time::Duration;
 
+use http::StatusCode;
+
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
 use support::{bounded, client, json, Proxy, ProxyBuilder};
@@ -217,6 +219,105 @@ async fn logout_through_the_proxy_forgets_the_token() {
         assert!(r.status().is_success());
         assert_eq!(download().await.unwrap().status(), 200);
         assert_eq!(hs.whoami_calls(), 3);
+    })
+    .await;
+}
+
+/// A `200` that is not a whoami answer (a maintenance page, an SPA fallback on the same host,
+/// `{}`, a `user_id` that is not a string) is no access, with or without a token: 502.
+#[tokio::test]
+async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
+    bounded(30, async {
+        let (hs, gw, proxy, cid) = setup("").await;
+        let not_answers = [
+            (
+                StatusCode::OK,
+                "text/html",
+                "<!doctype html><p>Down for maintenance</p>",
+            ),
+            (StatusCode::OK, "application/json", "{}"),
+            (StatusCode::OK, "application/json", r#"{"user_id": 42}"#),
+        ];
+        let mut calls = 0;
+        for fixed in not_answers {
+            hs.answer_whoami(Some(fixed));
+            for token in [None, Some("good")] {
+                let mut request = client().get(proxy.url(&path(&cid)));
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let r = request.send().await.unwrap();
+                assert_eq!(r.status(), 502, "{fixed:?} {token:?}");
+                assert_eq!(r.headers()["content-type"], "application/json");
+                let body = json(&r.bytes().await.unwrap());
+                assert_eq!(body["errcode"], "M_UNKNOWN", "{fixed:?} {token:?}");
+                calls += 1;
+                assert_eq!(hs.whoami_calls(), calls);
+            }
+        }
+        assert_eq!(gw.hits(&cid), 0, "no media was fetched for anyone");
+        // Nothing of that was remembered: with a real answer again, the token is asked about
+        // afresh and served.
+        hs.answer_whoami(None);
+        let r = client()
+            .get(proxy.url(&path(&cid)))
+            .bearer_auth("good")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), BYTES);
+        assert_eq!(hs.whoami_calls(), calls + 1);
+    })
+    .await;
+}
+
+/// Both an `Authorization` header and an `access_token` parameter: Synapse's own refusal,
+/// without asking the homeserver and without remembering anything under either token.
+#[tokio::test]
+async fn mixed_credentials_are_refused_as_synapse_does() {
+    bounded(30, async {
+        let (hs, gw, proxy, cid) = setup("").await;
+        // The stub lets the query token win, so a check of both would accept `forged`.
+        for query in ["access_token=good", "access_token=", "access%5Ftoken=good"] {
+            let r = client()
+                .get(proxy.url(&format!("{}?{query}", path(&cid))))
+                .bearer_auth("forged")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "{query}");
+            let body = json(&r.bytes().await.unwrap());
+            assert_eq!(body["errcode"], "M_MISSING_TOKEN");
+            assert_eq!(
+                body["error"],
+                "Mixing Authorization headers and access_token query parameters."
+            );
+        }
+        assert_eq!(hs.whoami_calls(), 0, "the homeserver was not asked");
+        assert_eq!(gw.hits(&cid), 0);
+        // The header token alone is checked afresh, and refused by the homeserver.
+        let r = client()
+            .get(proxy.url(&path(&cid)))
+            .bearer_auth("forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            json(&r.bytes().await.unwrap())["errcode"],
+            "M_UNKNOWN_TOKEN"
+        );
+        assert_eq!(hs.whoami_calls(), 1);
+        assert_eq!(hs.last().headers["authorization"], "Bearer forged");
+        // Each credential on its own still works.
+        let r = client()
+            .get(proxy.url(&format!("{}?access_token=good", path(&cid))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(hs.whoami_calls(), 2);
     })
     .await;
 }

@@ -3,11 +3,15 @@
 //! Written here rather than using hyper-util's pooled client (used before), which runs every
 //! connection as a task of its own reached through channels, from a pool keyed (and hashed, per
 //! request) by scheme and authority: with one upstream that bookkeeping and the task hops were
-//! most of the client's cost (this pool: 10% fewer instructions and 13% less CPU per small
-//! pass-through). hyper's own HTTP/1 codec (`client::conn::http1`) is kept; only the pooling is
-//! ours. A connection is polled by the request that holds it, while it waits for the answer
+//! most of the client's cost. Measured against it in one run (`benches/`, scenario 8, where
+//! `IMP_PASSTHROUGH_CLIENT` picks the client): 1.2-1.4x the small pass-throughs per second at
+//! 32 connections and 1.6-2x at 1, with less CPU per request. hyper's own HTTP/1 codec
+//! (`client::conn::http1`) is kept; only the pooling is ours. A connection is polled by the request that holds it, while it waits for the answer
 //! and then from the response body as the client reads it, so the whole exchange runs in the
-//! client connection's task.
+//! client connection's task. (A task that wakes itself that way, the connection waking the
+//! response or the other way round, is only queued again on its own current-thread worker:
+//! scenario 8 of `benches/` measured a gate against such wakes, `wake_gate.rs`, and found it
+//! earned nothing once the workers stopped stealing work.)
 //!
 //! - A connection goes back to its worker's idle stack only once its response body has ended; one whose
 //!   body was abandoned (client gone, error) is closed, as is one the homeserver closes.
@@ -20,7 +24,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,8 +36,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::Body;
-
-use super::wake_gate::Gated;
 
 /// Idle connections kept at most per worker; more are closed (oldest first).
 const MAX_IDLE: usize = 256;
@@ -70,7 +72,6 @@ pub struct Pool {
 struct Conn {
     sender: http1::SendRequest<Body>,
     connection: http1::Connection<TokioIo<TcpStream>, Body>,
-    gated: Arc<Gated>,
 }
 
 struct Idle {
@@ -151,11 +152,7 @@ impl Pool {
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
-        Ok(Box::new(Conn {
-            sender,
-            connection,
-            gated: Arc::new(Gated::new()),
-        }))
+        Ok(Box::new(Conn { sender, connection }))
     }
 
     /// This worker's idle stack.
@@ -190,7 +187,6 @@ impl Pool {
         if conn.sender.is_closed() {
             return;
         }
-        conn.gated.mute();
         let evicted = {
             let mut stack = self.idle();
             let evicted = if stack.len() >= MAX_IDLE {
@@ -220,17 +216,14 @@ impl Pool {
 
 impl Conn {
     /// Polls the idle connection once (reading an end or error the homeserver sent meanwhile)
-    /// and says whether it can take a request now.
+    /// and says whether it can take a request now. Nobody waits on it yet, so nobody is woken:
+    /// the request that takes it polls it next.
     fn usable(&mut self) -> bool {
-        let Conn {
-            sender,
-            connection,
-            gated,
-        } = self;
-        gated.poll_muted(|cx| match Pin::new(connection).poll(cx) {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut self.connection).poll(&mut cx) {
             Poll::Ready(_) => false,
-            Poll::Pending => sender.is_ready(),
-        })
+            Poll::Pending => self.sender.is_ready(),
+        }
     }
 
     /// Sends the request and drives the connection until the response head is in. Returns the
@@ -242,27 +235,24 @@ impl Conn {
         (Response<Incoming>, Option<Box<Conn>>),
         hyper::client::conn::TrySendError<Request<Body>>,
     > {
-        let gated = Arc::clone(&self.gated);
         let mut conn = Some(self);
         let mut response = {
             let conn = conn.as_mut().expect("just set");
             std::pin::pin!(conn.sender.try_send_request(request))
         };
         let response = poll_fn(|cx| {
-            gated.poll(cx, |cx| {
-                // The connection first: it writes the request and reads the answer that
-                // `response` then finds ready.
-                if let Some(c) = conn.as_mut() {
-                    if let Poll::Ready(result) = Pin::new(&mut c.connection).poll(cx) {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, "homeserver connection ended");
-                        }
-                        // Dropping it fails a request it never took, handing it back.
-                        conn = None;
+            // The connection first: it writes the request and reads the answer that `response`
+            // then finds ready.
+            if let Some(c) = conn.as_mut() {
+                if let Poll::Ready(result) = Pin::new(&mut c.connection).poll(cx) {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "homeserver connection ended");
                     }
+                    // Dropping it fails a request it never took, handing it back.
+                    conn = None;
                 }
-                response.as_mut().poll(cx)
-            })
+            }
+            response.as_mut().poll(cx)
         })
         .await?;
         Ok((response, conn))
@@ -290,25 +280,15 @@ impl HttpBody for PooledBody {
         let polled = match this.conn.as_deref_mut() {
             None => Pin::new(&mut this.body).poll_frame(cx),
             Some(conn) => {
-                let body = &mut this.body;
-                let mut ended = false;
-                let polled = conn.gated.poll(cx, |cx| {
-                    // The connection first: it reads what the body then yields. Its end or
-                    // error reaches the body through hyper.
-                    if !ended {
-                        if let Poll::Ready(result) = Pin::new(&mut conn.connection).poll(cx) {
-                            if let Err(error) = result {
-                                tracing::debug!(%error, "homeserver connection ended");
-                            }
-                            ended = true;
-                        }
+                // The connection first: it reads what the body then yields. Its end or error
+                // reaches the body through hyper.
+                if let Poll::Ready(result) = Pin::new(&mut conn.connection).poll(cx) {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "homeserver connection ended");
                     }
-                    Pin::new(&mut *body).poll_frame(cx)
-                });
-                if ended {
                     this.conn = None;
                 }
-                polled
+                Pin::new(&mut this.body).poll_frame(cx)
             }
         };
         if let Poll::Ready(None) = polled {
@@ -334,8 +314,6 @@ impl Drop for PooledBody {
         // hyper stops polling a body once it has sent the announced length, so a body that has
         // all its bytes counts as ended. Anything less: the connection closes with us.
         if let Some(conn) = self.conn.take() {
-            // Dropping the body tells the connection, which would wake the task dropping it.
-            conn.gated.mute();
             if self.ended || self.body.is_end_stream() {
                 self.pool.put(conn);
             }

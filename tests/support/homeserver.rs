@@ -2,6 +2,8 @@
 //!
 //! - `/_matrix/client/v3/account/whoami`: `Bearer good` (or `access_token=good`) is alice,
 //!   `Bearer gone` is 403, no token is 401 `M_MISSING_TOKEN`, any other 401 `M_UNKNOWN_TOKEN`.
+//!   Given both, the query token wins (a homeserver may do that; Synapse and Dendrite refuse
+//!   mixed credentials). [`HomeserverStub::answer_whoami`] replaces all that with one answer.
 //! - `/stream/{n}`: `n` pattern bytes, generated as they are sent.
 //! - `/count`: reads the request body as a stream and answers its length and checksum.
 //! - `/broken`: announces 1000 bytes, sends 10, closes.
@@ -30,15 +32,24 @@ pub struct Recorded {
     pub body: Bytes,
 }
 
+/// A fixed whoami answer: status, `Content-Type`, body.
+pub type WhoamiOverride = (StatusCode, &'static str, &'static str);
+
 #[derive(Clone, Default)]
 pub struct HomeserverStub {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     whoami_calls: Arc<AtomicUsize>,
+    whoami_override: Arc<Mutex<Option<WhoamiOverride>>>,
 }
 
 impl HomeserverStub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every whoami gets this answer from now on (`None`: the usual answers again).
+    pub fn answer_whoami(&self, answer: Option<WhoamiOverride>) {
+        *self.whoami_override.lock().unwrap() = answer;
     }
 
     pub fn whoami_calls(&self) -> usize {
@@ -90,6 +101,14 @@ impl HomeserverStub {
         });
         if path == "/_matrix/client/v3/account/whoami" {
             self.whoami_calls.fetch_add(1, Ordering::SeqCst);
+            let fixed = *self.whoami_override.lock().unwrap();
+            if let Some((status, content_type, body)) = fixed {
+                let mut r = Response::new(full(body));
+                *r.status_mut() = status;
+                r.headers_mut()
+                    .insert("content-type", content_type.parse().unwrap());
+                return r;
+            }
             return whoami(&parts.headers, parts.uri.query());
         }
         if path.starts_with("/_matrix/federation/")
@@ -199,7 +218,7 @@ fn whoami(headers: &HeaderMap, query: Option<&str>) -> Response<StubBody> {
             .find_map(|p| p.strip_prefix("access_token="))
             .map(str::to_owned)
     });
-    match from_header.or(from_query).as_deref() {
+    match from_query.or(from_header).as_deref() {
         Some("good") => json(
             StatusCode::OK,
             serde_json::json!({"user_id": "@alice:test", "is_guest": false}),
