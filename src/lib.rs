@@ -17,6 +17,9 @@ pub mod config;
 pub mod denylist;
 pub mod error;
 pub mod forwarding;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod homeserver;
 pub mod ipfs;
 pub mod media;
