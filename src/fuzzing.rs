@@ -447,7 +447,13 @@ pub fn walk(data: &[u8]) {
         else {
             return;
         };
-        let blocks: HashMap<Cid, Bytes> = read.blocks.iter().cloned().collect();
+        // Only blocks that match their CIDs: a CAR may send a CID twice, once wrong.
+        let blocks: HashMap<Cid, Bytes> = read
+            .blocks
+            .iter()
+            .filter(|(cid, block)| verify_block(cid, block).is_ok())
+            .cloned()
+            .collect();
         let mut walker = FileWalker::new(root, None);
         let mut walked = new_walked();
         let mut car = chunked(body, 1 + body.len() % 7);
