@@ -30,6 +30,9 @@ pub(crate) mod connection;
 pub mod denylist;
 pub mod error;
 pub(crate) mod forwarding;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod homeserver;
 pub mod ipfs;
 pub(crate) mod layers;

@@ -147,13 +147,13 @@ pub enum Action {
 
 /// The shape of a media path, before the media ID is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct MediaPath<'a> {
-    access: Access,
-    action: Action,
+pub(crate) struct MediaPath<'a> {
+    pub(crate) access: Access,
+    pub(crate) action: Action,
     /// Absent on federation routes: the media is the destination's own.
-    server_name: Option<Cow<'a, str>>,
-    media_id: Cow<'a, str>,
-    file_name: Option<Cow<'a, str>>,
+    pub(crate) server_name: Option<Cow<'a, str>>,
+    pub(crate) media_id: Cow<'a, str>,
+    pub(crate) file_name: Option<Cow<'a, str>>,
 }
 
 const LEGACY_PREFIXES: &[&str] = &[
@@ -171,7 +171,7 @@ const FEDERATION_PREFIXES: &[&str] = &[
 ];
 
 /// The media route a raw (still percent-encoded) path names, if any.
-fn media_path(raw_path: &str) -> Option<MediaPath<'_>> {
+pub(crate) fn media_path(raw_path: &str) -> Option<MediaPath<'_>> {
     let find = |prefixes: &[&str], access| {
         prefixes
             .iter()

@@ -12,9 +12,9 @@ pub mod unixfs;
 pub mod verify;
 pub mod walk;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 use unixfs::FileLink;
 /// The test-only encoders, shared with the integration tests.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 #[path = "../../tests/support/encode.rs"]
 pub(crate) mod test_encode;
