@@ -21,18 +21,15 @@ use sha2::Digest as _;
 
 use crate::byte_range::ByteRange;
 use crate::denylist::Denylist;
-use crate::ipfs::test_encode::{encode_car, encode_file_node};
 use crate::ipfs::car::{CarError, CarHeader, CarReader, MAX_SECTION_SIZE};
-use crate::ipfs::unixfs::{
-    decode_file, FileLink, FileNode, UnixfsError, MAX_FILE_SIZE,
-    MAX_LINKS,
-};
+use crate::ipfs::multicodec::{DAG_PB, RAW};
+use crate::ipfs::test_encode::{encode_car, encode_file_node};
+use crate::ipfs::unixfs::{decode_file, FileLink, FileNode, UnixfsError, MAX_FILE_SIZE, MAX_LINKS};
 use crate::ipfs::verify::{identity_block, verify_block, MAX_BLOCK_SIZE};
 use crate::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError, MAX_DEPTH};
 use crate::media::media_id::{self, IpfsMedia, IPFS_PREFIX};
 use crate::media::range::{self, Ranged};
 use crate::media::thumbnail::{probe, Limits, ThumbnailError};
-use crate::ipfs::multicodec::{DAG_PB, RAW};
 use crate::router::{self, Access, Action, MediaPath};
 
 /// Runs a future whose streams are always ready (`stream::iter`) to completion: no runtime.
