@@ -200,7 +200,7 @@ impl TokenChecker {
                     HomeserverError::BrokeOff(_) => "the homeserver's answer could not be read",
                     _ => "the homeserver could not check the access token",
                 };
-                tracing::warn!(error = %crate::homeserver::error_chain(&error), "token check failed");
+                tracing::warn!(error = %crate::chain::error_chain(&error), "token check failed");
                 return Err(MatrixError::bad_gateway(message));
             }
         };
@@ -283,7 +283,7 @@ pub async fn check_federation(
     *copy.uri_mut() = request.uri.clone();
     *copy.headers_mut() = request.headers.clone();
     let response = homeserver.relay(copy, peer).await.map_err(|error| {
-        tracing::warn!(error = %crate::homeserver::error_chain(&error), "homeserver request failed");
+        tracing::warn!(error = %crate::chain::error_chain(&error), "homeserver request failed");
         MatrixError::bad_gateway("the homeserver could not be reached")
     })?;
     if response.status() != StatusCode::NOT_FOUND {

@@ -145,7 +145,7 @@ impl Homeserver {
         peer: &Peer,
     ) -> Result<Response<Body>, MatrixError> {
         self.relay(request, peer).await.map_err(|error| {
-            tracing::warn!(error = %error_chain(&error), "homeserver request failed");
+            tracing::warn!(error = %crate::chain::error_chain(&error), "homeserver request failed");
             MatrixError::bad_gateway("the homeserver could not be reached")
         })
     }
@@ -241,19 +241,8 @@ impl Homeserver {
 }
 
 fn response_broke_off(error: hyper::Error) -> crate::body::BoxError {
-    tracing::warn!(error = %error_chain(&error), "homeserver response broke off");
+    tracing::warn!(error = %crate::chain::error_chain(&error), "homeserver response broke off");
     Box::new(error)
-}
-
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
