@@ -15,12 +15,13 @@ use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
 use crate::cache::MediaCache;
 use crate::capabilities::Advertisement;
-use crate::config::{Config, ThumbnailMethod};
+use crate::config::{Config, GatewayMode, ThumbnailMethod};
 use crate::denylist::Denylists;
 use crate::error::RequestError;
 use crate::forwarding::Peer;
 use crate::homeserver::Homeserver;
-use crate::ipfs::pool::Gateways;
+use crate::ipfs::gateway::{GatewaySettings, Mode};
+use crate::ipfs::pool::{Gateways, RetrievalSettings};
 use crate::media::headers;
 use crate::media::query::MediaQuery;
 use crate::media::sniff;
@@ -65,6 +66,36 @@ pub enum ReloadError {
     Gateways(reqwest::Error),
 }
 
+/// The `[[gateways]]` entries as the IPFS layer uses them.
+fn gateway_settings(config: &Config) -> Vec<GatewaySettings> {
+    config
+        .gateways
+        .iter()
+        .map(|gateway| GatewaySettings {
+            base: gateway.url.as_str().trim_end_matches('/').to_owned(),
+            mode: match gateway.effective_mode() {
+                GatewayMode::Trusted => Mode::Trusted,
+                GatewayMode::Trustless => Mode::Trustless,
+            },
+            timeout: gateway.timeout,
+            authorization: gateway
+                .authorization
+                .as_deref()
+                .map(|value| HeaderValue::from_str(value).expect("validated in config")),
+        })
+        .collect()
+}
+
+fn retrieval_settings(config: &Config) -> RetrievalSettings {
+    let r = &config.retrieval;
+    RetrievalSettings {
+        hedge_delay: r.hedge_delay,
+        bench_time: r.bench_time,
+        probe_interval: r.probe_interval,
+        max_dag_blocks: r.max_dag_blocks,
+    }
+}
+
 fn waits(config: &Config) -> Waits {
     Waits {
         default: config.media.default_timeout,
@@ -74,13 +105,16 @@ fn waits(config: &Config) -> Waits {
 
 impl App {
     pub fn new(config: &Config) -> Result<Self, BuildError> {
-        let homeserver = Homeserver::new(&config.homeserver);
+        let homeserver = Homeserver::new(&config.homeserver.url, config.homeserver.connect_timeout);
         let tokens = TokenChecker::new(
             homeserver.clone(),
             config.auth.token_cache_ttl,
             config.auth.token_cache_entries,
         );
-        let gateways = Arc::new(Gateways::new(&config.gateways, &config.retrieval)?);
+        let gateways = Arc::new(Gateways::new(
+            &gateway_settings(config),
+            &retrieval_settings(config),
+        )?);
         gateways.spawn_probes();
         let cache = MediaCache::new(config.cache.max_bytes.as_u64());
         let denylist = Arc::new(Denylists::load(
@@ -141,7 +175,7 @@ impl App {
         if running.gateways != new.gateways || running.retrieval != new.retrieval {
             self.resolver
                 .gateways()
-                .replace(&new.gateways, &new.retrieval)
+                .replace(&gateway_settings(new), &retrieval_settings(new))
                 .map_err(ReloadError::Gateways)?;
         }
         self.waits.store(Arc::new(waits(new)));
@@ -184,8 +218,8 @@ impl App {
             .body(body::empty())
             .expect("a static request");
         let loopback = Peer::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        if let Err(error) = self.homeserver.forward(probe, &loopback).await {
-            return Err(format!("homeserver: {}", error.message));
+        if let Err(error) = self.homeserver.relay(probe, &loopback).await {
+            return Err(format!("homeserver: {}", crate::chain::error_chain(&error)));
         }
         let gateways = self.resolver.gateways().current();
         let probes = gateways.all().iter().map(|g| g.probe());
@@ -213,10 +247,11 @@ impl App {
         };
         let mut response = result.unwrap_or_else(|error| {
             let matrix = error.to_matrix();
+            let error_chain = crate::chain::error_chain(&error);
             if matrix.status.is_server_error() {
-                tracing::warn!(%path, %error, "request failed");
+                tracing::warn!(%path, error = %error_chain, "request failed");
             } else {
-                tracing::debug!(%path, %error, "request refused");
+                tracing::debug!(%path, error = %error_chain, "request refused");
             }
             error.into_response()
         });
@@ -232,7 +267,7 @@ impl App {
         peer: &Peer,
     ) -> Result<Response<Body>, RequestError> {
         let watched = self.tokens.watch(&request);
-        let response = self.homeserver.forward(request, peer).await?;
+        let response = self.homeserver.relay(request, peer).await?;
         self.tokens.observe(watched, response.status());
         Ok(response)
     }

@@ -20,11 +20,30 @@ use http::{Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use crate::body::Body;
-use crate::error::MatrixError;
 use crate::forwarding::Peer;
 use crate::homeserver::{Homeserver, HomeserverError, Whoami, WhoamiAnswer};
 use crate::metrics::{Outcome, METRICS};
+
+/// Why a caller's access could not be decided in its favour, short of the homeserver's own
+/// refusal (which is a [`Verdict::Refused`], passed back as it is).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// Both an `Authorization` header and an `access_token` parameter (Synapse refuses it).
+    #[error("both an Authorization header and an access_token parameter")]
+    MixedCredentials,
+    /// A token that cannot even be sent to the homeserver (not valid in a URL).
+    #[error("the access token cannot be sent: {0}")]
+    MalformedToken(&'static str),
+    /// The homeserver could not be asked, or its answer was not one.
+    #[error("the token check failed")]
+    Check(#[source] Arc<HomeserverError>),
+    /// A whoami status that is neither success nor a refusal.
+    #[error("the homeserver answered the token check with {0}")]
+    UnexpectedStatus(StatusCode),
+}
 
 pub enum Verdict {
     Accepted {
@@ -136,7 +155,7 @@ impl TokenChecker {
         }
     }
 
-    pub async fn check(&self, request: &Parts, peer: &Peer) -> Result<Verdict, MatrixError> {
+    pub async fn check(&self, request: &Parts, peer: &Peer) -> Result<Verdict, AuthError> {
         let count = |outcome| {
             METRICS
                 .token_checks
@@ -149,11 +168,7 @@ impl TokenChecker {
             // Synapse's answer, without asking: which of the two a homeserver would check is
             // its business, and we would remember the answer under one of them.
             count("refused");
-            return Err(MatrixError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_MISSING_TOKEN",
-                "Mixing Authorization headers and access_token query parameters.",
-            ));
+            return Err(AuthError::MixedCredentials);
         }
         let query_token = query.and_then(access_token_param);
         let key = token_key(authorization, query_token);
@@ -184,24 +199,11 @@ impl TokenChecker {
             Ok(WhoamiAnswer::Other(response)) => response,
             Err(HomeserverError::Unsendable(why)) => {
                 count("refused");
-                tracing::debug!(why, "token check: request refused before asking");
-                return Err(MatrixError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "M_UNKNOWN_TOKEN",
-                    "malformed access token",
-                ));
+                return Err(AuthError::MalformedToken(why));
             }
             Err(error) => {
                 count("error");
-                let message = match error {
-                    HomeserverError::Unreachable(_) => {
-                        "the homeserver could not be asked to check the access token"
-                    }
-                    HomeserverError::BrokeOff(_) => "the homeserver's answer could not be read",
-                    _ => "the homeserver could not check the access token",
-                };
-                tracing::warn!(error = %crate::chain::error_chain(&error), "token check failed");
-                return Err(MatrixError::bad_gateway(message));
+                return Err(AuthError::Check(Arc::new(error)));
             }
         };
         match response.status() {
@@ -211,10 +213,7 @@ impl TokenChecker {
             }
             status => {
                 count("error");
-                tracing::warn!(%status, "token check: unexpected homeserver answer");
-                Err(MatrixError::bad_gateway(
-                    "the homeserver could not check the access token",
-                ))
+                Err(AuthError::UnexpectedStatus(status))
             }
         }
     }
@@ -277,15 +276,12 @@ pub async fn check_federation(
     homeserver: &Homeserver,
     request: &Parts,
     peer: &Peer,
-) -> Result<FederationVerdict, MatrixError> {
+) -> Result<FederationVerdict, HomeserverError> {
     let mut copy = http::Request::new(crate::body::empty());
     *copy.method_mut() = request.method.clone();
     *copy.uri_mut() = request.uri.clone();
     *copy.headers_mut() = request.headers.clone();
-    let response = homeserver.relay(copy, peer).await.map_err(|error| {
-        tracing::warn!(error = %crate::chain::error_chain(&error), "homeserver request failed");
-        MatrixError::bad_gateway("the homeserver could not be reached")
-    })?;
+    let response = homeserver.relay(copy, peer).await?;
     if response.status() != StatusCode::NOT_FOUND {
         return Ok(FederationVerdict::Homeserver(response));
     }
@@ -293,7 +289,7 @@ pub async fn check_federation(
     // An error body is small; a 404 that is not cannot be a Matrix error and is passed back.
     let bytes = crate::body::collect_limited(body, 64 * 1024)
         .await
-        .map_err(|_| MatrixError::bad_gateway("the homeserver's answer could not be read"))?;
+        .map_err(HomeserverError::BrokeOff)?;
     let errcode = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| v.get("errcode").and_then(|e| e.as_str()).map(str::to_owned));

@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use std::sync::Arc;
+
+use crate::auth::AuthError;
 use crate::body::{self, Body};
+use crate::homeserver::HomeserverError;
 use crate::ipfs::gateway::FetchError;
 use crate::media::headers::{media_security, NO_STORE};
 use crate::media::media_id::MediaIdError;
@@ -56,10 +60,18 @@ pub enum RequestError {
     Capabilities,
     #[error("the request handler panicked")]
     Panic,
-    /// An answer already decided by the layer that met it (authentication against the
-    /// homeserver, the homeserver client).
+    /// The caller's token could not be checked (or was refused without asking).
     #[error(transparent)]
-    Matrix(#[from] MatrixError),
+    Auth(#[from] AuthError),
+    /// Passing a request to the homeserver failed.
+    #[error(transparent)]
+    Homeserver(Arc<HomeserverError>),
+}
+
+impl From<HomeserverError> for RequestError {
+    fn from(error: HomeserverError) -> Self {
+        RequestError::Homeserver(Arc::new(error))
+    }
 }
 
 impl From<crate::capabilities::Unreadable> for RequestError {
@@ -131,7 +143,13 @@ impl RequestError {
                 "M_UNKNOWN",
                 "internal error",
             ),
-            E::Matrix(error) => error.clone(),
+            E::Auth(error) => auth(error),
+            E::Homeserver(error) => match **error {
+                HomeserverError::BrokeOff(_) => {
+                    bad_gateway("the homeserver's answer could not be read")
+                }
+                _ => bad_gateway("the homeserver could not be reached"),
+            },
         }
     }
 
@@ -166,6 +184,32 @@ fn fetch(error: &FetchError) -> MatrixError {
         FetchError::TooCostly(_) => bad_gateway(
             "this content's IPFS DAG needs more blocks than its size justifies; it is not served",
         ),
+    }
+}
+
+fn auth(error: &AuthError) -> MatrixError {
+    match error {
+        // Synapse's own answer to mixed credentials, word for word.
+        AuthError::MixedCredentials => MatrixError::new(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Mixing Authorization headers and access_token query parameters.",
+        ),
+        AuthError::MalformedToken(_) => MatrixError::new(
+            StatusCode::UNAUTHORIZED,
+            "M_UNKNOWN_TOKEN",
+            "malformed access token",
+        ),
+        AuthError::Check(error) => bad_gateway(match **error {
+            HomeserverError::Unreachable(_) => {
+                "the homeserver could not be asked to check the access token"
+            }
+            HomeserverError::BrokeOff(_) => "the homeserver's answer could not be read",
+            _ => "the homeserver could not check the access token",
+        }),
+        AuthError::UnexpectedStatus(_) => {
+            bad_gateway("the homeserver could not check the access token")
+        }
     }
 }
 
@@ -322,6 +366,34 @@ mod tests {
             (E::RenderFailed("x"), 502, "M_UNKNOWN"),
             (E::Capabilities, 502, "M_UNKNOWN"),
             (E::Panic, 500, "M_UNKNOWN"),
+            (E::Auth(AuthError::MixedCredentials), 401, "M_MISSING_TOKEN"),
+            (
+                E::Auth(AuthError::MalformedToken("x")),
+                401,
+                "M_UNKNOWN_TOKEN",
+            ),
+            (
+                E::Auth(AuthError::Check(Arc::new(HomeserverError::Unreachable(
+                    "x".into(),
+                )))),
+                502,
+                "M_UNKNOWN",
+            ),
+            (
+                E::Auth(AuthError::UnexpectedStatus(StatusCode::IM_A_TEAPOT)),
+                502,
+                "M_UNKNOWN",
+            ),
+            (
+                HomeserverError::Unreachable("x".into()).into(),
+                502,
+                "M_UNKNOWN",
+            ),
+            (
+                HomeserverError::BrokeOff("x".into()).into(),
+                502,
+                "M_UNKNOWN",
+            ),
         ];
         for (error, status, errcode) in cases {
             let matrix = error.to_matrix();

@@ -17,8 +17,6 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 
 use crate::body::Body;
-use crate::config::HomeserverConfig;
-use crate::error::MatrixError;
 use crate::forwarding::{self, Peer};
 
 use upstream::Passthrough;
@@ -105,8 +103,8 @@ pub struct Homeserver {
 }
 
 impl Homeserver {
-    pub fn new(config: &HomeserverConfig) -> Self {
-        let url = &config.url;
+    /// `url` is the homeserver's base URL (`homeserver.url`, checked to have a host).
+    pub fn new(url: &url::Url, connect_timeout: std::time::Duration) -> Self {
         let host = url
             .host_str()
             .expect("validated config: homeserver.url has a host");
@@ -118,7 +116,7 @@ impl Homeserver {
         Self {
             client: Arc::new(Passthrough::from_env(
                 &format!("{host}:{port}"),
-                config.connect_timeout,
+                connect_timeout,
             )),
             host: HeaderValue::from_str(&host_header).expect("a URL's host is a valid header"),
         }
@@ -135,19 +133,6 @@ impl Homeserver {
             .send(request)
             .await
             .map_err(HomeserverError::Unreachable)
-    }
-
-    /// [`Self::relay`], with its failure as the client's answer: a homeserver that cannot be
-    /// reached is a 502 (for `app`, until that mapping moves to `error`).
-    pub async fn forward(
-        &self,
-        request: Request<Body>,
-        peer: &Peer,
-    ) -> Result<Response<Body>, MatrixError> {
-        self.relay(request, peer).await.map_err(|error| {
-            tracing::warn!(error = %crate::chain::error_chain(&error), "homeserver request failed");
-            MatrixError::bad_gateway("the homeserver could not be reached")
-        })
     }
 
     /// Sends a client's request on, byte for byte: same method, raw path and query (no

@@ -77,9 +77,14 @@ struct Running {
 
 impl Running {
     fn start(config: &std::path::Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    fn start_with(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -195,6 +200,53 @@ async fn json_access_log_and_sigterm() {
     );
 
     assert!(proxy.terminate().success());
+}
+
+/// `HTTP_PROXY` and friends in the environment are not used for gateway requests: a request
+/// may only go to an address the configuration names (and a private gateway's token with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_proxies_are_not_used_for_gateways() {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&hits);
+    let (proxy_addr, _task) = support::serve(move |_req| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            use http_body_util::BodyExt;
+            let body = http_body_util::Full::new(bytes::Bytes::from_static(b"not the content"));
+            http::Response::new(body.map_err(|never| match never {}).boxed())
+        }
+    })
+    .await;
+    let hs = HomeserverStub::new();
+    let hs_addr = hs.start().await;
+    let gw = GatewayStub::new();
+    let cid = gw.add(&b"from the gateway"[..]);
+    let gw_addr = gw.start().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n[[gateways]]\nurl = \"http://{gw_addr}\"\n[retrieval]\nprobe_interval = \"0s\"\n"),
+    );
+    let env_proxy = format!("http://{proxy_addr}");
+    let _proxy = Running::start_with(
+        &path,
+        &[
+            ("HTTP_PROXY", &env_proxy),
+            ("http_proxy", &env_proxy),
+            ("ALL_PROXY", &env_proxy),
+            ("all_proxy", &env_proxy),
+            ("NO_PROXY", ""),
+            ("no_proxy", ""),
+        ],
+    );
+    _proxy.next_line(&|v| v["message"] == "listening");
+    let url = format!("http://127.0.0.1:{port}/_matrix/media/v3/download/s/ipfs_{cid}");
+    let r = support::client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"from the gateway");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(gw.hits(&cid), 1);
 }
 
 /// SIGHUP: the file is read again; what can change applies at once (the denylist, here named

@@ -22,7 +22,6 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::byte_range::ByteRange;
-use crate::config::{GatewayConfig, GatewayMode};
 pub use crate::ipfs::fetch_error::FetchError;
 use crate::ipfs::health::Health;
 use crate::ipfs::part::{check_size, slice_stream, ContentRange, PartResponse};
@@ -50,9 +49,30 @@ const ACCEPT_CAR: HeaderValue =
 /// The empty identity CID: answering it proves the gateway is up without any lookup.
 const PROBE_CID: &str = "bafkqaaa";
 
+/// How a gateway's bytes are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A path gateway whose bytes are taken as they come.
+    Trusted,
+    /// Blocks and CARs, every byte checked against the CID.
+    Trustless,
+}
+
+/// One gateway as the proxy uses it (built from a `[[gateways]]` entry by the app).
+#[derive(Clone)]
+pub struct GatewaySettings {
+    /// Base URL, without a trailing `/`: content is at `{base}/ipfs/{cid}`.
+    pub base: String,
+    pub mode: Mode,
+    /// Longest wait for response headers, and longest pause between two reads.
+    pub timeout: Duration,
+    /// Sent on every request; marked sensitive so it is never logged.
+    pub authorization: Option<HeaderValue>,
+}
+
 pub struct Gateway {
     pub name: String,
-    pub mode: GatewayMode,
+    pub mode: Mode,
     base: String,
     timeout: Duration,
     client: reqwest::Client,
@@ -60,30 +80,33 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &GatewayConfig) -> Result<Arc<Self>, reqwest::Error> {
+    pub fn new(settings: &GatewaySettings) -> Result<Arc<Self>, reqwest::Error> {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        if let Some(value) = &config.authorization {
-            let mut value = HeaderValue::from_str(value).expect("validated in config");
+        if let Some(value) = &settings.authorization {
+            let mut value = value.clone();
             value.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, value);
         }
         let client = reqwest::Client::builder()
-            .read_timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .read_timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             // Never followed: see the module documentation.
             .redirect(reqwest::redirect::Policy::none())
+            // Only the configured address: `HTTP_PROXY` and friends in the environment would
+            // send every request (and a private gateway's `Authorization`) elsewhere.
+            .no_proxy()
             .user_agent(concat!("ipfs-media-proxy/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .build()?;
         Ok(Arc::new(Gateway {
-            name: config.url.as_str().trim_end_matches('/').to_owned(),
-            mode: config.effective_mode(),
-            base: config.url.as_str().trim_end_matches('/').to_owned(),
-            timeout: config.timeout,
+            name: settings.base.clone(),
+            mode: settings.mode,
+            base: settings.base.clone(),
+            timeout: settings.timeout,
             client,
             health: Health::default(),
         }))

@@ -16,9 +16,8 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 
 use crate::byte_range::ByteRange;
-use crate::config::{GatewayConfig, GatewayMode, RetrievalConfig};
 use crate::ipfs::fetch_error::FetchError;
-use crate::ipfs::gateway::{Gateway, GatewayResponse};
+use crate::ipfs::gateway::{Gateway, GatewayResponse, GatewaySettings, Mode};
 use crate::ipfs::multicodec::RAW;
 use crate::ipfs::part::PartResponse;
 use crate::ipfs::trustless::{self, Sources};
@@ -31,6 +30,19 @@ pub struct Gateways {
     current: ArcSwap<GatewaySet>,
 }
 
+/// How gateways are raced and walks bounded (the app builds it from `[retrieval]`).
+#[derive(Debug, Clone)]
+pub struct RetrievalSettings {
+    /// When the best gateway has not answered within this, the next one is asked too.
+    pub hedge_delay: Duration,
+    /// How long a gateway caught serving a bad block is asked last.
+    pub bench_time: Duration,
+    /// How often every gateway is probed; zero turns probing off.
+    pub probe_interval: Duration,
+    /// The most blocks one verified walk may take, whatever the file's size justifies.
+    pub max_dag_blocks: u64,
+}
+
 pub struct GatewaySet {
     all: Arc<[Arc<Gateway>]>,
     hedge_delay: Duration,
@@ -41,22 +53,22 @@ pub struct GatewaySet {
 
 impl Gateways {
     pub fn new(
-        configs: &[GatewayConfig],
-        retrieval: &RetrievalConfig,
+        gateways: &[GatewaySettings],
+        retrieval: &RetrievalSettings,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            current: ArcSwap::from_pointee(GatewaySet::new(configs, retrieval)?),
+            current: ArcSwap::from_pointee(GatewaySet::new(gateways, retrieval)?),
         })
     }
 
     /// The set requests use from now on.
     pub fn replace(
         &self,
-        configs: &[GatewayConfig],
-        retrieval: &RetrievalConfig,
+        gateways: &[GatewaySettings],
+        retrieval: &RetrievalSettings,
     ) -> Result<(), reqwest::Error> {
         self.current
-            .store(Arc::new(GatewaySet::new(configs, retrieval)?));
+            .store(Arc::new(GatewaySet::new(gateways, retrieval)?));
         Ok(())
     }
 
@@ -100,8 +112,11 @@ impl Gateways {
 }
 
 impl GatewaySet {
-    fn new(configs: &[GatewayConfig], retrieval: &RetrievalConfig) -> Result<Self, reqwest::Error> {
-        let all = configs
+    fn new(
+        gateways: &[GatewaySettings],
+        retrieval: &RetrievalSettings,
+    ) -> Result<Self, reqwest::Error> {
+        let all = gateways
             .iter()
             .map(Gateway::new)
             .collect::<Result<Vec<_>, _>>()?;
@@ -212,8 +227,8 @@ impl GatewaySet {
         cid: Cid,
     ) -> Result<GatewayResponse, FetchError> {
         match gateway.mode {
-            GatewayMode::Trusted => gateway.fetch_path(&cid).await,
-            GatewayMode::Trustless => {
+            Mode::Trusted => gateway.fetch_path(&cid).await,
+            Mode::Trustless => {
                 verifiable(&cid)?;
                 trustless::fetch_verified(gateway, cid, self.sources()).await
             }
@@ -228,8 +243,8 @@ impl GatewaySet {
         max_bytes: u64,
     ) -> Result<PartResponse, FetchError> {
         match gateway.mode {
-            GatewayMode::Trusted => gateway.fetch_path_range(&cid, &wanted, max_bytes).await,
-            GatewayMode::Trustless => {
+            Mode::Trusted => gateway.fetch_path_range(&cid, &wanted, max_bytes).await,
+            Mode::Trustless => {
                 verifiable(&cid)?;
                 trustless::fetch_verified_range(gateway, cid, wanted, self.sources(), max_bytes)
                     .await
