@@ -147,6 +147,34 @@ fn modules_use_only_lower_layers() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// The config schema is read at the edge: the app (and the server and reload, which deal in
+/// whole configurations) turn it into each layer's own settings, so no lower layer depends
+/// on how a key is spelled or defaulted.
+#[test]
+fn the_config_schema_stays_at_the_edge() {
+    const EDGE: &[&str] = &["app", "server", "reload"];
+    let src = src();
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let Some(module) = module_of(&src, file) else {
+            continue;
+        };
+        if module == "config" || EDGE.contains(&module.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        if uses(&text).iter().any(|used| used == "config") {
+            wrong.push(format!(
+                "{}: `{module}` uses the config schema",
+                file.display()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 /// Matrix errcodes are written in one place: the mapping in `error.rs`.
 #[test]
 fn errcodes_are_written_only_in_the_error_mapping() {
