@@ -40,11 +40,12 @@ impl ByteRange {
     /// The `Range` header value asking a path gateway for this range.
     pub fn header_value(&self) -> String {
         match *self {
-            ByteRange::From { start, end: None } => format!("bytes={start}-"),
-            ByteRange::From {
-                start,
-                end: Some(end),
-            } => format!("bytes={start}-{end}"),
+            ByteRange::From { start, end } => {
+                format!(
+                    "bytes={start}-{}",
+                    end.map_or(String::new(), |e| e.to_string())
+                )
+            }
             ByteRange::Suffix(len) => format!("bytes=-{len}"),
         }
     }
@@ -53,11 +54,9 @@ impl ByteRange {
     /// end, a negative `from` counting from the end).
     pub fn entity_bytes(&self) -> String {
         match *self {
-            ByteRange::From { start, end: None } => format!("{start}:*"),
-            ByteRange::From {
-                start,
-                end: Some(end),
-            } => format!("{start}:{end}"),
+            ByteRange::From { start, end } => {
+                format!("{start}:{}", end.map_or("*".to_owned(), |e| e.to_string()))
+            }
             ByteRange::Suffix(len) => format!("-{len}:*"),
         }
     }

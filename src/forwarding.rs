@@ -50,6 +50,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, and the ones `Connection` names. `Upgrade` goes too: the proxy
 /// does not tunnel protocol switches (Matrix has none).
+/// The path and query of a request target as sent (no `%xx` normalising), `/` when it has
+/// none: what an HTTP/1.1 request line to the homeserver carries.
+pub fn origin_form(uri: &http::Uri) -> http::uri::PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+}
+
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // `Connection` is itself hop-by-hop, so without any of these there is nothing to do.
     if !headers.keys().any(is_hop_by_hop) {

@@ -8,6 +8,8 @@
 //! one means for a client (which status, which errcode) is decided by the caller.
 
 mod pool;
+#[cfg(test)]
+mod test_server;
 mod upstream;
 
 use std::sync::Arc;
@@ -143,11 +145,7 @@ impl Homeserver {
         peer: &Peer,
     ) -> Result<Response<Body>, HomeserverError> {
         let (mut parts, body) = request.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path_and_query = forwarding::origin_form(&parts.uri);
         // HTTP/2 clients send `:authority` instead of `Host`; the homeserver speaks HTTP/1.1.
         // One `Host` line (the usual case) stays where it is; otherwise the first or the
         // authority becomes the only one.

@@ -33,77 +33,47 @@ fn media_rest(c: &Config) -> crate::config::MediaConfig {
     media
 }
 
+/// A key a reload puts in force: compared, and copied into the running configuration.
+macro_rules! reloadable {
+    ($name:literal, $($field:ident).+) => {
+        Key {
+            name: $name,
+            differs: |a, b| a.$($field).+ != b.$($field).+,
+            apply: Some(|run, new| run.$($field).+ = Clone::clone(&new.$($field).+)),
+        }
+    };
+}
+
+/// A section a reload only reports: it is built into long-lived parts at start.
+macro_rules! needs_restart {
+    ($name:literal, $field:ident) => {
+        Key {
+            name: $name,
+            differs: |a, b| a.$field != b.$field,
+            apply: None,
+        }
+    };
+}
+
 const KEYS: &[Key] = &[
-    Key {
-        name: "gateways",
-        differs: |a, b| a.gateways != b.gateways,
-        apply: Some(|run, new| run.gateways = new.gateways.clone()),
-    },
-    Key {
-        name: "retrieval",
-        differs: |a, b| a.retrieval != b.retrieval,
-        apply: Some(|run, new| run.retrieval = new.retrieval.clone()),
-    },
-    Key {
-        name: "media.default_timeout",
-        differs: |a, b| a.media.default_timeout != b.media.default_timeout,
-        apply: Some(|run, new| run.media.default_timeout = new.media.default_timeout),
-    },
-    Key {
-        name: "media.max_timeout",
-        differs: |a, b| a.media.max_timeout != b.media.max_timeout,
-        apply: Some(|run, new| run.media.max_timeout = new.media.max_timeout),
-    },
-    Key {
-        name: "denylist",
-        differs: |a, b| a.denylist != b.denylist,
-        apply: Some(|run, new| run.denylist = new.denylist.clone()),
-    },
-    Key {
-        name: "log.level",
-        differs: |a, b| a.log.level != b.log.level,
-        apply: Some(|run, new| run.log.level = new.log.level.clone()),
-    },
-    Key {
-        name: "server",
-        differs: |a, b| a.server != b.server,
-        apply: None,
-    },
-    Key {
-        name: "homeserver",
-        differs: |a, b| a.homeserver != b.homeserver,
-        apply: None,
-    },
-    Key {
-        name: "cache",
-        differs: |a, b| a.cache != b.cache,
-        apply: None,
-    },
+    reloadable!("gateways", gateways),
+    reloadable!("retrieval", retrieval),
+    reloadable!("media.default_timeout", media.default_timeout),
+    reloadable!("media.max_timeout", media.max_timeout),
+    reloadable!("denylist", denylist),
+    reloadable!("log.level", log.level),
+    needs_restart!("server", server),
+    needs_restart!("homeserver", homeserver),
+    needs_restart!("cache", cache),
     Key {
         name: "media (other than the timeouts)",
         differs: |a, b| media_rest(a) != media_rest(b),
         apply: None,
     },
-    Key {
-        name: "auth",
-        differs: |a, b| a.auth != b.auth,
-        apply: None,
-    },
-    Key {
-        name: "thumbnails",
-        differs: |a, b| a.thumbnails != b.thumbnails,
-        apply: None,
-    },
-    Key {
-        name: "capabilities",
-        differs: |a, b| a.capabilities != b.capabilities,
-        apply: None,
-    },
-    Key {
-        name: "admin",
-        differs: |a, b| a.admin != b.admin,
-        apply: None,
-    },
+    needs_restart!("auth", auth),
+    needs_restart!("thumbnails", thumbnails),
+    needs_restart!("capabilities", capabilities),
+    needs_restart!("admin", admin),
 ];
 
 impl Changes {

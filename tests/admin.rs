@@ -66,34 +66,32 @@ async fn not_ready_without_a_gateway_or_homeserver() {
             .local_addr()
             .unwrap();
         let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
-            .gateway(closed)
-            .toml("[admin]\nlisten = \"127.0.0.1:0\"")
-            .start()
-            .await;
-        let r = client()
-            .get(format!("http://{}/ready", proxy.admin.unwrap()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 503);
-        let v = json(&r.bytes().await.unwrap());
-        assert!(v["reason"].as_str().unwrap().contains("gateway"), "{v}");
-
         let gw = GatewayStub::new();
-        let proxy = ProxyBuilder::new(closed)
-            .gateway(gw.start().await)
-            .toml("[admin]\nlisten = \"127.0.0.1:0\"")
-            .start()
-            .await;
-        let r = client()
-            .get(format!("http://{}/ready", proxy.admin.unwrap()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 503);
-        let v = json(&r.bytes().await.unwrap());
-        assert!(v["reason"].as_str().unwrap().contains("homeserver"), "{v}");
+        // (homeserver, gateway, what the reason names): one of the two cannot be reached.
+        for (homeserver, gateway, names) in [
+            (hs.start().await, closed, "gateway"),
+            (closed, gw.start().await, "homeserver"),
+        ] {
+            let proxy = ProxyBuilder::new(homeserver)
+                .gateway(gateway)
+                .toml("[admin]\nlisten = \"127.0.0.1:0\"")
+                .start()
+                .await;
+            let (status, v) = ready(&proxy).await;
+            assert_eq!(status, 503);
+            assert!(v["reason"].as_str().unwrap().contains(names), "{v}");
+        }
     })
     .await;
+}
+
+/// `GET /ready` on the admin listener: the status and the JSON body.
+async fn ready(proxy: &support::Proxy) -> (u16, serde_json::Value) {
+    let r = client()
+        .get(format!("http://{}/ready", proxy.admin.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, json(&r.bytes().await.unwrap()))
 }

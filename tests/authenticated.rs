@@ -13,14 +13,9 @@ use support::{bounded, client, json, Proxy, ProxyBuilder};
 const BYTES: &[u8] = b"some media bytes";
 
 async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy, String) {
-    let hs = HomeserverStub::new();
     let gw = GatewayStub::new();
     let cid = gw.add(BYTES);
-    let proxy = ProxyBuilder::new(hs.start().await)
-        .gateway(gw.start().await)
-        .toml(extra)
-        .start()
-        .await;
+    let (hs, proxy) = support::proxy_with(&gw, extra).await;
     (hs, gw, proxy, cid)
 }
 

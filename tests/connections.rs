@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, ProxyBuilder};
+use support::{bounded, ProxyBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,24 +22,25 @@ async fn closed_after(stream: &mut TcpStream) -> Duration {
     }
 }
 
+/// The proxy in front of a stub homeserver, with these `[server]` lines.
+async fn proxy_with(server_lines: &[&str]) -> (HomeserverStub, support::Proxy) {
+    let hs = HomeserverStub::new();
+    let mut builder = ProxyBuilder::new(hs.start().await);
+    for line in server_lines {
+        builder = builder.server_line(line);
+    }
+    (hs, builder.start().await)
+}
+
 async fn control(proxy: &support::Proxy) {
-    let r = client()
-        .get(proxy.url("/_matrix/client/versions"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    support::control(proxy).await;
 }
 
 #[tokio::test]
 async fn silent_and_idle_connections_are_closed() {
     bounded(30, async {
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
-            .server_line("first_byte_timeout = \"300ms\"")
-            .server_line("idle_timeout = \"700ms\"")
-            .start()
-            .await;
+        let (_hs, proxy) =
+            proxy_with(&["first_byte_timeout = \"300ms\"", "idle_timeout = \"700ms\""]).await;
         // Nothing sent at all; half an HTTP/2 preface; a preface and SETTINGS, then nothing.
         let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
         let mut half = TcpStream::connect(proxy.addr).await.unwrap();
@@ -87,12 +88,8 @@ async fn silent_and_idle_connections_are_closed() {
 #[tokio::test]
 async fn past_the_ceiling_new_connections_are_closed_and_the_open_ones_served() {
     bounded(30, async {
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
-            .server_line("max_connections = 3")
-            .server_line("first_byte_timeout = \"800ms\"")
-            .start()
-            .await;
+        let (_hs, proxy) =
+            proxy_with(&["max_connections = 3", "first_byte_timeout = \"800ms\""]).await;
         let refused_before = refused();
         // Three silent connections take every slot.
         let mut hogs = Vec::new();

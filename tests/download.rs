@@ -15,13 +15,7 @@ const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 async fn setup(gw: &GatewayStub, extra: &str) -> (HomeserverStub, Proxy) {
-    let hs = HomeserverStub::new();
-    let proxy = ProxyBuilder::new(hs.start().await)
-        .gateway(gw.start().await)
-        .toml(extra)
-        .start()
-        .await;
-    (hs, proxy)
+    support::proxy_with(gw, extra).await
 }
 
 async fn get(proxy: &Proxy, path: &str) -> reqwest::Response {

@@ -4,20 +4,15 @@ mod support;
 
 use support::gateway::GatewayStub;
 use support::homeserver::{HomeserverStub, CAPABILITIES};
-use support::{bounded, client, json, Proxy, ProxyBuilder};
+use support::{bounded, client, json, Proxy};
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy, String) {
-    let hs = HomeserverStub::new();
     let gw = GatewayStub::new();
     let cid = gw.add(PNG);
-    let proxy = ProxyBuilder::new(hs.start().await)
-        .gateway(gw.start().await)
-        .toml(extra)
-        .start()
-        .await;
+    let (hs, proxy) = support::proxy_with(&gw, extra).await;
     (hs, gw, proxy, cid)
 }
 

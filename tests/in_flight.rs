@@ -65,13 +65,7 @@ async fn a_client_that_leaves_mid_request_is_no_longer_in_flight() {
             .expect("the abandoned request is still counted in flight");
 
         // A request that completes counts and uncounts as before.
-        let r = client()
-            .get(proxy.url("/_matrix/client/versions"))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-        r.bytes().await.unwrap();
+        support::control(&proxy).await.bytes().await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), wait_for(admin, 0.0))
             .await
             .expect("a finished request is still counted in flight");

@@ -149,14 +149,7 @@ async fn large_bodies_stream_both_ways() {
 
         // Upload: 50 MiB sent as a stream, counted by the homeserver as it arrives.
         let block = bytes::Bytes::from(pattern(1024 * 1024, 3));
-        let blocks = std::iter::repeat_n(block.clone(), 50).map(Ok::<_, std::io::Error>);
-        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(blocks));
-        let response = client()
-            .post(proxy.url("/count"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = support::post_blocks(&proxy, "/count", block.clone(), 50).await;
         assert_eq!(response.status(), 200);
         let v = json(&response.bytes().await.unwrap());
         let whole: Vec<u8> = block

@@ -42,14 +42,7 @@ async fn two_hundred_mib_each_way_keeps_rss_flat() {
         assert_eq!(received, 200 * MIB);
 
         let block = bytes::Bytes::from(pattern(MIB, 3));
-        let blocks = std::iter::repeat_n(block, 200).map(Ok::<_, std::io::Error>);
-        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(blocks));
-        let response = client()
-            .post(proxy.url("/count"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = support::post_blocks(&proxy, "/count", block, 200).await;
         assert_eq!(json(&response.bytes().await.unwrap())["len"], 200 * MIB);
 
         let growth = rss_bytes().saturating_sub(before);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, Proxy, ProxyBuilder};
+use support::{bounded, client, json, Proxy};
 
 fn image(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -18,13 +18,8 @@ fn image(name: &str) -> Vec<u8> {
 }
 
 async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy) {
-    let hs = HomeserverStub::new();
     let gw = GatewayStub::new();
-    let proxy = ProxyBuilder::new(hs.start().await)
-        .gateway(gw.start().await)
-        .toml(extra)
-        .start()
-        .await;
+    let (hs, proxy) = support::proxy_with(&gw, extra).await;
     (hs, gw, proxy)
 }
 

@@ -324,74 +324,16 @@ impl Drop for PooledBody {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use http::header;
-    use http_body_util::{BodyExt, Full, StreamBody};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use http_body_util::BodyExt;
 
     use super::*;
 
-    type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    use crate::homeserver::test_server::server;
 
-    /// A keep-alive HTTP/1.1 server on 127.0.0.1 counting the connections it accepts.
-    /// `/close` answers with `Connection: close`; `/big` streams 4 MiB; anything else "hello".
-    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                        let mut response = match req.uri().path() {
-                            "/big" => {
-                                let chunks = (0..64).map(|_| {
-                                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(
-                                        vec![7u8; 64 * 1024],
-                                    )))
-                                });
-                                Response::new(
-                                    StreamBody::new(futures_util::stream::iter(chunks)).boxed(),
-                                )
-                            }
-                            _ => Response::new(Full::new(Bytes::from("hello")).boxed()),
-                        };
-                        if req.uri().path() == "/close" {
-                            response
-                                .headers_mut()
-                                .insert(header::CONNECTION, "close".parse().unwrap());
-                        }
-                        Ok::<Response<TestBody>, std::convert::Infallible>(response)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        (addr, accepted)
-    }
-
-    fn get(path: &str) -> Request<Body> {
-        request(http::Method::GET, path)
-    }
-
-    fn request(method: http::Method, path: &str) -> Request<Body> {
-        Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "hs.example")
-            .body(crate::body::empty())
-            .unwrap()
-    }
-
-    async fn text(response: Response<PooledBody>) -> Bytes {
-        response.into_body().collect().await.unwrap().to_bytes()
-    }
+    use crate::homeserver::test_server::{get, request, text};
 
     fn pool_for(addr: SocketAddr) -> Arc<Pool> {
         Pool::new(addr.to_string(), Duration::from_secs(5))
@@ -404,7 +346,7 @@ mod tests {
         for _ in 0..5 {
             let response = pool.send(get("/small")).await.unwrap();
             assert_eq!(response.status(), 200);
-            assert_eq!(text(response).await, "hello");
+            assert_eq!(text(response).await, "/small");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
@@ -432,7 +374,10 @@ mod tests {
         assert!(first.is_data());
         drop(body);
         assert_eq!(pool.idle_count(), 0);
-        assert_eq!(text(pool.send(get("/small")).await.unwrap()).await, "hello");
+        assert_eq!(
+            text(pool.send(get("/small")).await.unwrap()).await,
+            "/small"
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -440,8 +385,14 @@ mod tests {
     async fn connection_close_is_honoured() {
         let (addr, accepted) = server().await;
         let pool = pool_for(addr);
-        assert_eq!(text(pool.send(get("/close")).await.unwrap()).await, "hello");
-        assert_eq!(text(pool.send(get("/small")).await.unwrap()).await, "hello");
+        assert_eq!(
+            text(pool.send(get("/close")).await.unwrap()).await,
+            "/close"
+        );
+        assert_eq!(
+            text(pool.send(get("/small")).await.unwrap()).await,
+            "/small"
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -453,10 +404,13 @@ mod tests {
             .send(request(http::Method::HEAD, "/small"))
             .await
             .unwrap();
-        assert_eq!(head.headers()[header::CONTENT_LENGTH], "5");
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], "6");
         assert_eq!(pool.idle_count(), 1, "nothing to read: back in the pool");
         drop(head);
-        assert_eq!(text(pool.send(get("/small")).await.unwrap()).await, "hello");
+        assert_eq!(
+            text(pool.send(get("/small")).await.unwrap()).await,
+            "/small"
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -464,22 +418,7 @@ mod tests {
     /// notices and uses a new one, without an error.
     #[tokio::test]
     async fn an_idle_connection_the_homeserver_closed_is_replaced() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut buf = vec![0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // No `Connection: close`: the client may keep it, and it closes anyway.
-                drop(stream);
-            }
-        });
+        let (addr, accepted) = crate::homeserver::test_server::closing_server().await;
         let pool = pool_for(addr);
         for n in 1..=3 {
             assert_eq!(text(pool.send(get("/x")).await.unwrap()).await, "ok");

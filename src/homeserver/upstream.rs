@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, BoxError};
+use crate::forwarding;
 
 use super::pool::Pool;
 
@@ -120,11 +121,7 @@ impl HyperUtil {
 impl Upstream for HyperUtil {
     async fn send(&self, request: Request<Body>) -> Result<Response<Body>, BoxError> {
         let (mut parts, body) = request.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path_and_query = forwarding::origin_form(&parts.uri);
         parts.uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
@@ -142,20 +139,9 @@ impl Upstream for HyperUtil {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use bytes::Bytes;
-    use http::header;
-    use http_body::Frame;
-    use http_body_util::{Full, StreamBody};
-    use hyper::body::Incoming;
-    use hyper_util::rt::TokioIo;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use std::sync::atomic::Ordering;
 
     use super::*;
-
-    type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
     /// Every client, as `IMP_PASSTHROUGH_CLIENT` would make it.
     fn clients(addr: SocketAddr) -> Vec<(&'static str, Passthrough)> {
@@ -177,58 +163,9 @@ mod tests {
         ]
     }
 
-    /// A keep-alive HTTP/1.1 server counting the connections it accepts: `/close` answers with
-    /// `Connection: close`, `/big` streams 4 MiB, anything else echoes the request target.
-    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                        let target = req.uri().to_string();
-                        let mut response = match req.uri().path() {
-                            "/big" => {
-                                let chunks = (0..64).map(|_| {
-                                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(
-                                        vec![7u8; 64 * 1024],
-                                    )))
-                                });
-                                Response::new(
-                                    StreamBody::new(futures_util::stream::iter(chunks)).boxed(),
-                                )
-                            }
-                            _ => Response::new(Full::new(Bytes::from(target)).boxed()),
-                        };
-                        if req.uri().path() == "/close" {
-                            response
-                                .headers_mut()
-                                .insert(header::CONNECTION, "close".parse().unwrap());
-                        }
-                        Ok::<Response<TestBody>, std::convert::Infallible>(response)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        (addr, accepted)
-    }
+    use crate::homeserver::test_server::server;
 
-    fn get(path: &str) -> Request<Body> {
-        Request::get(path)
-            .header(header::HOST, "hs.example")
-            .body(crate::body::empty())
-            .unwrap()
-    }
-
-    async fn text(response: Response<Body>) -> Bytes {
-        response.into_body().collect().await.unwrap().to_bytes()
-    }
+    use crate::homeserver::test_server::{get, text};
 
     #[tokio::test]
     async fn raw_targets_and_keep_alive_for_every_client() {
@@ -257,18 +194,7 @@ mod tests {
     /// new one, without an error.
     #[tokio::test]
     async fn an_idle_connection_the_homeserver_closed_is_replaced() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut buf = vec![0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                drop(stream);
-            }
-        });
+        let (addr, _) = crate::homeserver::test_server::closing_server().await;
         for (name, client) in clients(addr) {
             for _ in 0..3 {
                 let response = client.send(get("/x")).await.unwrap();

@@ -34,26 +34,30 @@ pub fn cors(headers: &mut HeaderMap) {
 pub fn media_security(headers: &mut HeaderMap) {
     cors(headers);
     headers.insert(header::CONTENT_SECURITY_POLICY, CSP);
-    headers.insert(
-        HeaderName::from_static("x-content-security-policy"),
-        HeaderValue::from_static("sandbox;"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        HeaderName::from_static("cross-origin-resource-policy"),
-        HeaderValue::from_static("cross-origin"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-robots-tag"),
-        HeaderValue::from_static("noindex, nofollow, noarchive, noimageindex"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    for (name, value) in [
+        (
+            HeaderName::from_static("x-content-security-policy"),
+            HeaderValue::from_static("sandbox;"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("cross-origin"),
+        ),
+        (
+            HeaderName::from_static("x-robots-tag"),
+            HeaderValue::from_static("noindex, nofollow, noarchive, noimageindex"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ] {
+        headers.insert(name, value);
+    }
 }
 
 /// What a media answer (download, thumbnail) says about the item it carries: the one

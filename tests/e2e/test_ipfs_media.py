@@ -156,13 +156,18 @@ def test_nio_download(aio, bob, media_events, samples, key, server):
     assert named.filename == sample.filename
 
 
+
+def both_download_routes(proxy, sample, bob):
+    """The legacy download URL with no credentials, and the authenticated one with bob's."""
+    return (
+        (f"{proxy.url}/_matrix/media/v3/download/localhost/ipfs:{sample.cid}", {}),
+        (f"{proxy.url}/_matrix/client/v1/media/download/localhost/ipfs:{sample.cid}", bob.auth()),
+    )
+
 @pytest.mark.noauth_too
 def test_head_has_headers_and_no_body(proxy, samples, bob):
     sample = samples["png"]
-    for url, headers in (
-        (f"{proxy.url}/_matrix/media/v3/download/localhost/ipfs:{sample.cid}", {}),
-        (f"{proxy.url}/_matrix/client/v1/media/download/localhost/ipfs:{sample.cid}", bob.auth()),
-    ):
+    for url, headers in both_download_routes(proxy, sample, bob):
         response = requests.head(url, headers=headers, timeout=TIMEOUT)
         check_ipfs_response(response, sample, body=False)
         assert response.content == b""
@@ -226,10 +231,7 @@ def test_range_on_the_big_file(proxy, bob, samples):
 @pytest.mark.noauth_too
 def test_if_none_match_gives_304(proxy, bob, samples):
     sample = samples["jpeg"]
-    for url, auth in (
-        (f"{proxy.url}/_matrix/media/v3/download/localhost/ipfs:{sample.cid}", {}),
-        (f"{proxy.url}/_matrix/client/v1/media/download/localhost/ipfs:{sample.cid}", bob.auth()),
-    ):
+    for url, auth in both_download_routes(proxy, sample, bob):
         response = requests.get(url, headers={**auth, "If-None-Match": f'"{sample.cid}"'}, timeout=TIMEOUT)
         assert response.status_code == 304, response.status_code
         assert response.content == b""

@@ -56,6 +56,18 @@ class Item:
     media_id: str = ""
 
 
+def upload_to_synapse(synapse, user, item) -> str:
+    """Uploads `item` to Synapse itself (not through the proxy); returns its media ID."""
+    response = requests.post(
+        synapse.url + "/_matrix/media/v3/upload",
+        params={"filename": item.filename},
+        data=item.data,
+        headers={"Authorization": f"Bearer {user.token}", "Content-Type": item.mime},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, f"upload {item.key}: {response.status_code} {response.text}"
+    return response.json()["content_uri"].rsplit("/", 1)[1]
+
 @pytest.fixture(scope="module")
 def items(synapse, ipfs, alice, samples) -> dict[str, Item]:
     """The images and the HTML page, on IPFS and uploaded to Synapse by alice."""
@@ -66,15 +78,7 @@ def items(synapse, ipfs, alice, samples) -> dict[str, Item]:
     made["animated"].cid = ipfs.add(made["animated"].data, made["animated"].filename)
     assert Image.open(io.BytesIO(made["animated"].data)).n_frames == len(FRAME_COLOURS)
     for item in made.values():
-        response = requests.post(
-            synapse.url + "/_matrix/media/v3/upload",
-            params={"filename": item.filename},
-            data=item.data,
-            headers={"Authorization": f"Bearer {alice.token}", "Content-Type": item.mime},
-            timeout=TIMEOUT,
-        )
-        assert response.status_code == 200, f"upload {item.key}: {response.status_code} {response.text}"
-        item.media_id = response.json()["content_uri"].rsplit("/", 1)[1]
+        item.media_id = upload_to_synapse(synapse, alice, item)
     return made
 
 
@@ -254,15 +258,7 @@ def big(synapse, ipfs, alice) -> dict[str, Item]:
     }
     for item in made.values():
         item.cid = ipfs.add(item.data, item.filename)
-        response = requests.post(
-            synapse.url + "/_matrix/media/v3/upload",
-            params={"filename": item.filename},
-            data=item.data,
-            headers={"Authorization": f"Bearer {alice.token}", "Content-Type": item.mime},
-            timeout=TIMEOUT,
-        )
-        assert response.status_code == 200, f"upload {item.key}: {response.status_code} {response.text}"
-        item.media_id = response.json()["content_uri"].rsplit("/", 1)[1]
+        item.media_id = upload_to_synapse(synapse, alice, item)
     return made
 
 

@@ -170,6 +170,50 @@ impl ProxyBuilder {
     }
 }
 
+/// The usual arrangement: the proxy, with `extra` TOML, in front of a new stub homeserver and
+/// the gateway stub `gw`.
+pub async fn proxy_with(
+    gw: &gateway::GatewayStub,
+    extra: &str,
+) -> (homeserver::HomeserverStub, Proxy) {
+    let hs = homeserver::HomeserverStub::new();
+    let proxy = ProxyBuilder::new(hs.start().await)
+        .gateway(gw.start().await)
+        .toml(extra)
+        .start()
+        .await;
+    (hs, proxy)
+}
+
+/// A request that passes through to the homeserver stub and must succeed: the proxy still
+/// serves. Returns the response, its body unread.
+pub async fn control(proxy: &Proxy) -> reqwest::Response {
+    let r = client()
+        .get(proxy.url("/_matrix/client/versions"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r
+}
+
+/// `POST {path}` with `count` copies of `block` as a streamed body.
+pub async fn post_blocks(
+    proxy: &Proxy,
+    path: &str,
+    block: Bytes,
+    count: usize,
+) -> reqwest::Response {
+    let blocks = std::iter::repeat_n(block, count).map(Ok::<_, std::io::Error>);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(blocks));
+    client()
+        .post(proxy.url(path))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A plain HTTP/1.1 client that never follows redirects and never decompresses.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -1,13 +1,4 @@
-//! Fuzz target `denylist`: see `ipfs_media_proxy::fuzzing::denylist` for the input and what it asserts.
-//!
-//! Built by `cargo afl build` (`--cfg fuzzing`) it is an AFL++ persistent-mode target; built
-//! by plain cargo it runs the target once on each file named (or on stdin), to reproduce a crash.
+//! Fuzz target `denylist`: see `ipfs_media_proxy::fuzzing::denylist` for the input and what it asserts,
+//! and `ipfs_media_proxy_fuzz::target` for how it is built and replayed.
 
-fn main() {
-    #[cfg(fuzzing)]
-    afl::fuzz!(|data: &[u8]| {
-        ipfs_media_proxy::fuzzing::denylist(data);
-    });
-    #[cfg(not(fuzzing))]
-    ipfs_media_proxy_fuzz::replay_args(ipfs_media_proxy::fuzzing::denylist);
-}
+ipfs_media_proxy_fuzz::target!(denylist);

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from .procs import Service, free_port, wait_until
+from .procs import Service, free_port
 
 HERE = Path(__file__).resolve().parent
 POLYFILL = HERE / "polyfill.cjs"
@@ -89,14 +89,8 @@ class IpfsNode:
     def start(self, timeout: float = 60) -> "IpfsNode":
         if not (self.repo / "config").exists():
             self.init()
-        self.service.start()
-        wait_until(
-            lambda: requests.post(self.api + "/api/v0/version", timeout=2).ok,
-            timeout,
-            f"js-ipfs {self.name} RPC on {self.api}",
-            interval=0.3,
-            abort=self.service.exited,
-        )
+        ready = lambda: requests.post(self.api + "/api/v0/version", timeout=2).ok  # noqa: E731
+        self.service.start_until(ready, timeout, f"js-ipfs {self.name} RPC on {self.api}", 0.3)
         return self
 
     def stop(self) -> None:

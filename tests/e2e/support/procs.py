@@ -146,6 +146,12 @@ class Service:
         watch_log(self.name, self.log_path)
         return self
 
+    def start_until(self, ready, timeout: float, what: str, interval: float) -> "Service":
+        """Starts the process and waits until `ready()` holds (or the process exits)."""
+        self.start()
+        wait_until(ready, timeout, what, interval=interval, abort=self.exited)
+        return self
+
     def exited(self) -> str | None:
         """Why the process is gone, or None while it runs (for `wait_until(abort=...)`)."""
         if self.proc is None:

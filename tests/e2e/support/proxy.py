@@ -87,15 +87,9 @@ class Proxy:
         )
 
     def start(self, timeout: float = 30) -> "Proxy":
-        self.service.start()
         # Ready when it answers; /_matrix/client/versions passes through to the homeserver.
-        wait_until(
-            lambda: requests.get(self.url + "/_matrix/client/versions", timeout=2).status_code == 200,
-            timeout,
-            f"proxy {self.name} on {self.url}",
-            interval=0.1,
-            abort=self.service.exited,
-        )
+        ready = lambda: requests.get(self.url + "/_matrix/client/versions", timeout=2).status_code == 200  # noqa: E731
+        self.service.start_until(ready, timeout, f"proxy {self.name} on {self.url}", 0.1)
         return self
 
     def stop(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from .procs import Service, free_port, wait_until, watch_log
+from .procs import Service, free_port, watch_log
 
 SHARED_SECRET = "e2e-registration-secret"
 SERVER_NAME = "localhost"
@@ -140,14 +140,8 @@ class Synapse:
 
     def start(self, timeout: float = 90) -> "Synapse":
         watch_log("synapse.log", self.log_file)
-        self.service.start()
-        wait_until(
-            lambda: requests.get(self.url + "/_matrix/client/versions", timeout=2).ok,
-            timeout,
-            f"Synapse on {self.url} answering /_matrix/client/versions",
-            interval=0.3,
-            abort=self.service.exited,
-        )
+        ready = lambda: requests.get(self.url + "/_matrix/client/versions", timeout=2).ok  # noqa: E731
+        self.service.start_until(ready, timeout, f"Synapse on {self.url} answering /_matrix/client/versions", 0.3)
         return self
 
     def stop(self) -> None:
