@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode};
 
 use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
+use crate::budget::MemoryBudget;
 use crate::cache::MediaCache;
 use crate::capabilities::Advertisement;
 use crate::config::{Config, GatewayMode, ThumbnailMethod};
@@ -135,6 +136,7 @@ impl App {
                 max_cached_bytes: config.cache.item_limit().as_u64(),
                 range_fetch_threshold: config.media.range_fetch_threshold.as_u64(),
             },
+            Arc::new(MemoryBudget::new(config.cache.max_fetch_bytes.as_u64())),
         );
         Ok(Self {
             homeserver,

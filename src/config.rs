@@ -217,6 +217,10 @@ pub struct CacheConfig {
     /// Media larger than this is streamed through without being kept. Default:
     /// 64 MiB or an eighth of `max_bytes`, whichever is smaller (see [`Self::item_limit`]).
     pub max_item_bytes: Option<ByteSize>,
+    /// Bytes held by all running fetches together, outside the cache. Past it, fetches being
+    /// kept for the cache are streamed instead, fetches wait for their readers, and new
+    /// fetches are refused with 503 `M_LIMIT_EXCEEDED`.
+    pub max_fetch_bytes: ByteSize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -313,6 +317,7 @@ impl Default for CacheConfig {
         Self {
             max_bytes: ByteSize::mib(512),
             max_item_bytes: None,
+            max_fetch_bytes: ByteSize::mib(256),
         }
     }
 }
@@ -470,6 +475,9 @@ impl Config {
         }
         if self.cache.item_limit() > self.cache.max_bytes {
             return invalid("cache.max_item_bytes", "must not exceed cache.max_bytes");
+        }
+        if self.cache.max_fetch_bytes.as_u64() == 0 {
+            return invalid("cache.max_fetch_bytes", "must be above 0");
         }
         if self.cache.item_limit().as_u64() > u64::from(u32::MAX) {
             return invalid("cache.max_item_bytes", "must be under 4 GiB");

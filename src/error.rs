@@ -181,6 +181,15 @@ fn fetch(error: &FetchError) -> MatrixError {
         FetchError::Unverified(_) => bad_gateway("no IPFS gateway served content matching the CID"),
         FetchError::NotAFile(kind) => not_found(format!("this CID is {kind}, not a file")),
         FetchError::Unsupported(reason) => not_found(reason.clone()),
+        // Overload, not a rate limit on this client: 503 so clients retry after the hint.
+        FetchError::Busy => MatrixError {
+            retry_after_ms: Some(1000),
+            ..MatrixError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "M_LIMIT_EXCEEDED",
+                "this server is fetching too much content right now; try again shortly",
+            )
+        },
         FetchError::TooCostly(_) => bad_gateway(
             "this content's IPFS DAG needs more blocks than its size justifies; it is not served",
         ),
@@ -233,6 +242,8 @@ pub struct MatrixError {
     pub status: StatusCode,
     pub errcode: &'static str,
     pub message: Cow<'static, str>,
+    /// `retry_after_ms` in the body (and `Retry-After` in seconds), for `M_LIMIT_EXCEEDED`.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl MatrixError {
@@ -245,6 +256,7 @@ impl MatrixError {
             status,
             errcode,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
@@ -254,10 +266,16 @@ impl MatrixError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({ "errcode": self.errcode, "error": self.message });
+        let mut body = serde_json::json!({ "errcode": self.errcode, "error": self.message });
+        if let Some(ms) = self.retry_after_ms {
+            body["retry_after_ms"] = ms.into();
+        }
         let mut response = Response::new(body::full(body.to_string()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
+        if let Some(ms) = self.retry_after_ms {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -327,6 +345,7 @@ mod tests {
                 "M_INVALID_PARAM",
             ),
             (E::Fetch(FetchError::NotFound), 404, "M_NOT_FOUND"),
+            (E::Fetch(FetchError::Busy), 503, "M_LIMIT_EXCEEDED"),
             (E::Fetch(FetchError::Timeout), 504, "M_NOT_YET_UPLOADED"),
             (
                 E::Fetch(FetchError::TooLarge { limit: 1 }),

@@ -10,17 +10,19 @@
 //! ```text
 //! server > layers > app > respond > error > resolve, auth
 //!        > ipfs, cache, homeserver, access_log, reload
-//!        > config, denylist, router, capabilities, admin > media
-//!        > body, byte_range, metrics, forwarding, worker, chain
+//!        > config, denylist, router, capabilities, admin > media, budget
+//!        > allocator, body, byte_range, metrics, forwarding, worker, chain
 //! ```
 //!
 //! Modules are crate-private unless a test, a benchmark or `main` needs them.
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
+pub(crate) mod allocator;
 pub mod app;
 pub mod auth;
 pub(crate) mod body;
+pub(crate) mod budget;
 pub(crate) mod byte_range;
 pub mod cache;
 pub(crate) mod capabilities;
@@ -44,6 +46,14 @@ pub(crate) mod respond;
 pub(crate) mod router;
 pub mod server;
 pub(crate) mod worker;
+
+/// mimalloc rather than glibc malloc: glibc hands freed read buffers back to the kernel and
+/// the next gateway read faults them in again (seen as page faults inside `recvfrom` in the
+/// cold-media benchmark), and small-request churn is cheaper too. Declared in the library,
+/// not in `main.rs`, so that the tests run on the allocator the binary runs on (memory
+/// given back after a spike is the allocator's doing: `tests/memory_returned.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub use config::Config;
 pub use server::Server;

@@ -16,12 +16,6 @@ use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 /// Changes the log filter of the running process (a SIGHUP reload).
 type LogLevel = reload::Handle<EnvFilter, Registry>;
 
-/// mimalloc rather than glibc malloc: glibc hands freed read buffers back to the kernel and
-/// the next gateway read faults them in again (seen as page faults inside `recvfrom` in the
-/// cold-media benchmark), and small-request churn is cheaper too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     version,

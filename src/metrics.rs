@@ -73,6 +73,8 @@ pub struct Metrics {
     pub connections: Family<WorkerLabel, Counter>,
     pub connections_refused: Counter,
     pub connection_timeouts: Family<Outcome, Counter>,
+    pub fetch_bytes_held: Gauge<i64, AtomicI64>,
+    pub fetch_budget_events: Family<Outcome, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -104,6 +106,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         denylist_rules: Gauge::default(),
         denylist_reloads: Family::default(),
         config_reloads: Family::default(),
+        fetch_bytes_held: Gauge::default(),
+        fetch_budget_events: Family::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -190,6 +194,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "denylist_reloads",
         "Denylist reloads (file change or SIGHUP), by outcome",
         m.denylist_reloads.clone(),
+    );
+    registry.register(
+        "fetch_held_bytes",
+        "Bytes held by running fetches outside the cache (bounded by cache.max_fetch_bytes)",
+        m.fetch_bytes_held.clone(),
+    );
+    registry.register(
+        "fetch_budget",
+        "Fetches refused (outcome=refused) or no longer kept for the cache (outcome=degraded) because cache.max_fetch_bytes was reached",
+        m.fetch_budget_events.clone(),
     );
     registry.register(
         "config_reloads",

@@ -12,8 +12,9 @@
 //! 4  resolve  auth                cache then one shared fetch; token checks
 //! 3  ipfs  cache  homeserver  access_log  reload
 //! 2  config  denylist  router  capabilities  admin
-//! 1  media                        media IDs, types, headers, ranges, thumbnailing (no I/O)
-//! 0  body  byte_range  metrics  forwarding  worker  chain  connection
+//! 1  media  budget                media IDs, types, headers, ranges, thumbnailing (no I/O);
+//!                                 bytes held by running fetches
+//! 0  body  byte_range  metrics  forwarding  worker  chain  connection  allocator
 //! ```
 //!
 //! A lower layer that reached up (say `ipfs` using `error`'s Matrix mapping) fails here.
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const LAYERS: &[(&str, u8)] = &[
+    ("allocator", 0),
     ("body", 0),
     ("byte_range", 0),
     ("metrics", 0),
@@ -30,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("chain", 0),
     ("connection", 0),
     ("media", 1),
+    ("budget", 1),
     ("config", 2),
     ("denylist", 2),
     ("router", 2),

@@ -25,6 +25,9 @@ pub enum FetchError {
     /// (or than `retrieval.max_dag_blocks`): refused rather than walked.
     #[error("{0}")]
     TooCostly(String),
+    /// Not fetched: the bytes held by running fetches are at `cache.max_fetch_bytes`.
+    #[error("too many bytes are being fetched right now")]
+    Busy,
 }
 
 impl FetchError {
@@ -33,7 +36,7 @@ impl FetchError {
     /// content itself proves (too large, not a file, unverifiable hash) settles it.
     pub fn weight(&self) -> u8 {
         match self {
-            FetchError::NotFound => 0,
+            FetchError::NotFound | FetchError::Busy => 0,
             FetchError::Timeout => 1,
             FetchError::Upstream(_) => 2,
             FetchError::Unverified(_) => 3,

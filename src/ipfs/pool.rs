@@ -289,6 +289,7 @@ async fn recorded<T>(
         Err(FetchError::NotAFile(_)) => "not_a_file",
         Err(FetchError::Unsupported(_)) => "unsupported",
         Err(FetchError::TooCostly(_)) => "too_costly",
+        Err(FetchError::Busy) => "busy",
     };
     let name = gateway.name.clone();
     METRICS
@@ -307,7 +308,8 @@ async fn recorded<T>(
         // Not having content is no fault; the rest lowers the score.
         Err(FetchError::NotFound)
         | Err(FetchError::Unsupported(_))
-        | Err(FetchError::TooCostly(_)) => {}
+        | Err(FetchError::TooCostly(_))
+        | Err(FetchError::Busy) => {}
         Err(FetchError::Unverified(_)) => {} // benched where it was caught
         Err(_) => gateway.health.failure(),
     }

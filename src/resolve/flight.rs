@@ -7,6 +7,12 @@
 //! slowest reader has not read yet, and the task waits when that exceeds [`WINDOW`] bytes, so
 //! a 1 GiB item costs a few MiB of memory however slow the client.
 //!
+//! Every flight's held chunks count against one process-wide [`MemoryBudget`]. Past it, a
+//! fetch that was keeping every chunk for the cache stops doing so (it is streamed, not
+//! cached, and late joiners start their own fetch), a producer whose readers still have
+//! unread chunks waits for them, and new fetches are refused (`FetchError::Busy`). A producer
+//! whose readers have taken everything may always add one chunk, so every fetch progresses.
+//!
 //! The task lives exactly as long as some request holds a subscription: when the last one is
 //! dropped (client gone, timeout), the fetch is cancelled.
 //!
@@ -20,8 +26,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
+use crate::budget::MemoryBudget;
 use crate::ipfs::gateway::{FetchError, GatewayResponse};
 use crate::media::sniff;
+use crate::metrics::{Outcome, METRICS};
 
 /// Bytes a non-cacheable fetch may run ahead of its slowest reader.
 pub const WINDOW: usize = 4 * 1024 * 1024;
@@ -72,6 +80,7 @@ struct State {
     /// Each subscriber's next chunk index.
     cursors: HashMap<u64, usize>,
     next_id: u64,
+    budget: Arc<MemoryBudget>,
 }
 
 impl State {
@@ -90,11 +99,24 @@ impl State {
             match self.chunks.pop_front() {
                 Some(chunk) => {
                     self.held -= chunk.len();
+                    self.budget.give(chunk.len());
                     self.first += 1;
                 }
                 None => break,
             }
         }
+    }
+
+    fn hold(&mut self, chunk: Bytes) {
+        self.held += chunk.len();
+        self.budget.take(chunk.len());
+        self.chunks.push_back(chunk);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
     }
 }
 
@@ -104,7 +126,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(budget: Arc<MemoryBudget>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 head: HeadState::Pending,
@@ -116,6 +138,7 @@ impl Shared {
                 retain: true,
                 cursors: HashMap::new(),
                 next_id: 0,
+                budget,
             }),
             changed: Notify::new(),
         })
@@ -241,9 +264,8 @@ impl Shared {
             }
             self.wait_for_room().await;
             let mut s = self.lock();
-            s.held += chunk.len();
             s.received = received;
-            s.chunks.push_back(chunk);
+            s.hold(chunk);
             if s.retain && received > limits.max_cached_bytes {
                 s.retain = false;
             }
@@ -273,17 +295,36 @@ impl Shared {
         Ok(sniffed)
     }
 
-    /// Backpressure for non-cacheable items: wait while the slowest reader is a window behind.
+    /// Backpressure: for non-cacheable items, wait while the slowest reader is a window
+    /// behind; past the memory budget, stop keeping chunks for the cache and wait while this
+    /// fetch's readers have chunks left to take.
     async fn wait_for_room(&self) {
         loop {
             let notified = self.changed.notified();
+            let budget = Arc::clone(&self.lock().budget);
+            let freed = budget.freed();
             {
-                let s = self.lock();
-                if s.retain || s.held < WINDOW {
+                let mut s = self.lock();
+                let exhausted = s.budget.exhausted();
+                if exhausted && s.retain {
+                    s.retain = false;
+                    s.release();
+                    METRICS
+                        .fetch_budget_events
+                        .get_or_create(&Outcome {
+                            outcome: "degraded",
+                        })
+                        .inc();
+                }
+                let window = s.retain || s.held < WINDOW;
+                if window && (!exhausted || s.held == 0) {
                     return;
                 }
             }
-            notified.await;
+            tokio::select! {
+                _ = notified => {}
+                _ = freed => {}
+            }
         }
     }
 

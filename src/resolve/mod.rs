@@ -16,12 +16,14 @@ use cid::Cid;
 use futures_util::Stream;
 use tokio::task::AbortHandle;
 
+use crate::budget::MemoryBudget;
 use crate::byte_range::ByteRange;
 use crate::cache::{CacheKey, CachedMedia, MediaCache};
 use crate::ipfs::gateway::FetchError;
 use crate::ipfs::part::slice_stream;
 use crate::ipfs::pool::Gateways;
 use crate::media::media_id::IpfsMedia;
+use crate::metrics::{Outcome, METRICS};
 
 use flight::Shared;
 pub use flight::{FetchLimits, Head};
@@ -53,6 +55,8 @@ struct Inner {
     cache: MediaCache,
     gateways: Arc<Gateways>,
     limits: FetchLimits,
+    /// Bytes held by every running fetch (`cache.max_fetch_bytes`).
+    budget: Arc<MemoryBudget>,
     flights: Mutex<HashMap<Cid, Entry>>,
     /// Length and sniffed type of content seen but not cached, so that a seek need not ask
     /// for the first bytes again (see `part`).
@@ -75,12 +79,18 @@ impl Inner {
 }
 
 impl Resolver {
-    pub fn new(cache: MediaCache, gateways: Arc<Gateways>, limits: FetchLimits) -> Self {
+    pub fn new(
+        cache: MediaCache,
+        gateways: Arc<Gateways>,
+        limits: FetchLimits,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cache,
                 gateways,
                 limits,
+                budget,
                 flights: Mutex::new(HashMap::new()),
                 heads: KnownHeads::new(),
                 runtime: tokio::runtime::Handle::try_current().ok(),
@@ -197,16 +207,30 @@ impl Resolver {
     }
 
     /// Spawns the fetch with its first reader already registered, so that no chunk can be
-    /// released before that reader sees it.
+    /// released before that reader sees it. Past the memory budget the fetch fails at once
+    /// with [`FetchError::Busy`] (its readers see that failure; nothing is asked of a
+    /// gateway).
     fn start(&self, key: Cid, cid: Cid) -> (Arc<Flight>, u64) {
-        let shared = Shared::new();
+        let shared = Shared::new(Arc::clone(&self.inner.budget));
         let id = shared.add_reader();
         let inner = Arc::clone(&self.inner);
         let task_shared = Arc::clone(&shared);
+        let refused = self.inner.budget.exhausted();
+        if refused {
+            METRICS
+                .fetch_budget_events
+                .get_or_create(&Outcome { outcome: "refused" })
+                .inc();
+        }
         let fetch = async move {
-            let complete = task_shared
-                .produce(inner.gateways.fetch(&cid), inner.limits)
-                .await;
+            let gateways = Arc::clone(&inner.gateways);
+            let source = async move {
+                if refused {
+                    return Err(FetchError::Busy);
+                }
+                gateways.fetch(&cid).await
+            };
+            let complete = task_shared.produce(source, inner.limits).await;
             // A completed fetch proves its length: a later seek needs no first bytes.
             if let Some(head) = task_shared.completed_head() {
                 inner.heads.remember(key, &head);
