@@ -106,7 +106,11 @@ fn waits(config: &Config) -> Waits {
 
 impl App {
     pub fn new(config: &Config) -> Result<Self, BuildError> {
-        let homeserver = Homeserver::new(&config.homeserver.url, config.homeserver.connect_timeout);
+        let homeserver = Homeserver::new(
+            &config.homeserver.url,
+            config.homeserver.connect_timeout,
+            config.server.connection_buffer.as_u64() as usize,
+        );
         let tokens = TokenChecker::new(
             homeserver.clone(),
             config.auth.token_cache_ttl,

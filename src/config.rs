@@ -92,6 +92,16 @@ pub struct ServerConfig {
     /// Keep it above the longest long-poll clients use (`/sync?timeout=30000`).
     #[serde(default = "two_minutes", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// What hyper may buffer per connection and direction (its read buffer; the answer
+    /// queued for a client that is not reading), for client and homeserver connections
+    /// alike: a client that stops reading holds about twice this until `idle_timeout`.
+    /// 8 KiB to 16 MiB.
+    #[serde(default = "connection_buffer")]
+    pub connection_buffer: ByteSize,
+}
+
+fn connection_buffer() -> ByteSize {
+    ByteSize::kib(128)
 }
 
 // The defaults of sections that have a required key, so they cannot default as a whole.
@@ -438,6 +448,10 @@ impl Config {
         };
         if self.server.listen.addrs().is_empty() {
             return invalid("server.listen", "at least one address is needed");
+        }
+        let buffer = self.server.connection_buffer.as_u64();
+        if !(8 * 1024..=16 * 1024 * 1024).contains(&buffer) {
+            return invalid("server.connection_buffer", "must be from 8KiB to 16MiB");
         }
         if self.server.first_byte_timeout.is_zero() || self.server.idle_timeout.is_zero() {
             return invalid(

@@ -105,8 +105,9 @@ pub struct Homeserver {
 }
 
 impl Homeserver {
-    /// `url` is the homeserver's base URL (`homeserver.url`, checked to have a host).
-    pub fn new(url: &url::Url, connect_timeout: std::time::Duration) -> Self {
+    /// `url` is the homeserver's base URL (`homeserver.url`, checked to have a host);
+    /// `max_buffer` bounds what hyper buffers per connection (`server.connection_buffer`).
+    pub fn new(url: &url::Url, connect_timeout: std::time::Duration, max_buffer: usize) -> Self {
         let host = url
             .host_str()
             .expect("validated config: homeserver.url has a host");
@@ -119,6 +120,7 @@ impl Homeserver {
             client: Arc::new(Passthrough::from_env(
                 &format!("{host}:{port}"),
                 connect_timeout,
+                max_buffer,
             )),
             host: HeaderValue::from_str(&host_header).expect("a URL's host is a valid header"),
         }

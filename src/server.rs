@@ -37,6 +37,8 @@ pub struct Server {
     admin: Option<TcpListener>,
     shutdown_grace: Duration,
     header_read_timeout: Duration,
+    /// hyper's per-connection buffer bound (`server.connection_buffer`).
+    connection_buffer: usize,
     workers: usize,
     ceiling: Ceiling,
     timeouts: Timeouts,
@@ -73,6 +75,7 @@ impl Server {
             admin,
             shutdown_grace: config.server.shutdown_grace,
             header_read_timeout: config.server.header_read_timeout,
+            connection_buffer: config.server.connection_buffer.as_u64() as usize,
             workers: config.server.workers,
             ceiling: Ceiling::new(config.server.max_connections),
             timeouts: Timeouts {
@@ -112,8 +115,12 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.connection_buffer)
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_send_buf_size(self.connection_buffer);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
 

@@ -63,6 +63,8 @@ pub struct Pool {
     /// `host:port`, resolved at each connect (a name can move).
     address: String,
     connect_timeout: Duration,
+    /// hyper's read buffer bound per connection (`server.connection_buffer`).
+    max_buffer: usize,
     /// Per worker, most recently used at the back: taken first, while its socket is warm.
     idle: Vec<Mutex<VecDeque<Idle>>>,
 }
@@ -80,10 +82,11 @@ struct Idle {
 }
 
 impl Pool {
-    pub fn new(address: String, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(address: String, connect_timeout: Duration, max_buffer: usize) -> Arc<Self> {
         Arc::new(Self {
             address,
             connect_timeout,
+            max_buffer,
             idle: (0..IDLE_STACKS)
                 .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
@@ -150,6 +153,7 @@ impl Pool {
             })?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::Builder::new()
+            .max_buf_size(self.max_buffer)
             .handshake(TokioIo::new(stream))
             .await?;
         Ok(Box::new(Conn { sender, connection }))
@@ -336,7 +340,7 @@ mod tests {
     use crate::homeserver::test_server::{get, request, text};
 
     fn pool_for(addr: SocketAddr) -> Arc<Pool> {
-        Pool::new(addr.to_string(), Duration::from_secs(5))
+        Pool::new(addr.to_string(), Duration::from_secs(5), 64 * 1024)
     }
 
     #[tokio::test]

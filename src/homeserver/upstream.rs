@@ -47,7 +47,7 @@ pub enum Passthrough {
 
 impl Passthrough {
     /// The client `IMP_PASSTHROUGH_CLIENT` names, for `address` (`host:port`).
-    pub fn from_env(address: &str, connect_timeout: Duration) -> Self {
+    pub fn from_env(address: &str, connect_timeout: Duration, max_buffer: usize) -> Self {
         let choice = std::env::var("IMP_PASSTHROUGH_CLIENT").unwrap_or_default();
         let choice = match choice.as_str() {
             "" | "bespoke" | "hyper-util" | "hyper-util-per-worker" => choice,
@@ -63,11 +63,13 @@ impl Passthrough {
             tracing::info!(client = %choice, "pass-through client");
         }
         match choice.as_str() {
-            "hyper-util" => Self::HyperUtil(HyperUtil::new(address, connect_timeout, false)),
-            "hyper-util-per-worker" => {
-                Self::HyperUtil(HyperUtil::new(address, connect_timeout, true))
+            "hyper-util" => {
+                Self::HyperUtil(HyperUtil::new(address, connect_timeout, max_buffer, false))
             }
-            _ => Self::Bespoke(Pool::new(address.to_owned(), connect_timeout)),
+            "hyper-util-per-worker" => {
+                Self::HyperUtil(HyperUtil::new(address, connect_timeout, max_buffer, true))
+            }
+            _ => Self::Bespoke(Pool::new(address.to_owned(), connect_timeout, max_buffer)),
         }
     }
 }
@@ -96,7 +98,7 @@ pub struct HyperUtil {
 }
 
 impl HyperUtil {
-    fn new(address: &str, connect_timeout: Duration, per_worker: bool) -> Self {
+    fn new(address: &str, connect_timeout: Duration, max_buffer: usize, per_worker: bool) -> Self {
         let count = if per_worker { crate::worker::SLOTS } else { 1 };
         let clients = (0..count)
             .map(|_| {
@@ -108,6 +110,7 @@ impl HyperUtil {
                     .pool_max_idle_per_host(MAX_IDLE)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
+                    .http1_max_buf_size(max_buffer)
                     .build(connector)
             })
             .collect();
@@ -150,15 +153,15 @@ mod tests {
         vec![
             (
                 "bespoke",
-                Passthrough::Bespoke(Pool::new(address.clone(), timeout)),
+                Passthrough::Bespoke(Pool::new(address.clone(), timeout, 64 * 1024)),
             ),
             (
                 "hyper-util",
-                Passthrough::HyperUtil(HyperUtil::new(&address, timeout, false)),
+                Passthrough::HyperUtil(HyperUtil::new(&address, timeout, 64 * 1024, false)),
             ),
             (
                 "hyper-util-per-worker",
-                Passthrough::HyperUtil(HyperUtil::new(&address, timeout, true)),
+                Passthrough::HyperUtil(HyperUtil::new(&address, timeout, 64 * 1024, true)),
             ),
         ]
     }
