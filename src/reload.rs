@@ -104,6 +104,11 @@ const KEYS: &[Key] = &[
         differs: |a, b| a.admin != b.admin,
         apply: None,
     },
+    Key {
+        name: "upload",
+        differs: |a, b| a.upload != b.upload,
+        apply: None,
+    },
 ];
 
 impl Changes {
