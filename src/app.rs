@@ -133,10 +133,14 @@ impl App {
                 capabilities: config.capabilities.advertise_ipfs,
                 uploads: uploader.is_some(),
             },
-            advertisement: config
-                .capabilities
-                .advertise_ipfs
-                .then(|| Advertisement::new(config.capabilities.preferred_origin.as_deref())),
+            advertisement: config.capabilities.advertise_ipfs.then(|| {
+                // Only when it holds for every caller: the answer is not per user.
+                let stores_uploads = config.upload.enabled && config.upload.users.is_empty();
+                Advertisement::new(
+                    config.capabilities.preferred_origin.as_deref(),
+                    stores_uploads,
+                )
+            }),
             thumbnails,
             uploader,
         })
