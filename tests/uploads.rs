@@ -592,3 +592,63 @@ async fn a_multi_chunk_upload_reaches_the_store_whole() {
     })
     .await;
 }
+
+/// Without `upload.max_bytes`, the limit is the homeserver's `m.upload.size`: asked once
+/// (with the caller's token: the media config needs one), the legacy path when the v1 one is
+/// unknown, and asked again after a reload.
+#[tokio::test]
+async fn the_limit_is_the_homeservers_own_asked_once_and_again_on_reload() {
+    bounded(30, async {
+        let asked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+        let log = Arc::clone(&asked);
+        let (hs, _task) = support::serve(move |req: Request<Incoming>| {
+            let log = Arc::clone(&log);
+            async move {
+                let path = req.uri().path().to_owned();
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                match path.as_str() {
+                    "/_matrix/client/v3/account/whoami" => {
+                        text(StatusCode::OK, r#"{"user_id":"@alice:test","is_guest":false}"#)
+                    }
+                    "/_matrix/client/v1/media/config" => {
+                        log.lock().unwrap().push((path, auth));
+                        text(StatusCode::NOT_FOUND, r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#)
+                    }
+                    "/_matrix/media/v3/config" => {
+                        log.lock().unwrap().push((path, auth));
+                        text(StatusCode::OK, r#"{"m.upload.size": 1000}"#)
+                    }
+                    _ => text(StatusCode::NOT_FOUND, "{}"),
+                }
+            }
+        })
+        .await;
+        let store = StoreStub::new(Mode::Honest, false);
+        let store_addr = store.start().await;
+        let builder = ProxyBuilder::new(hs).toml(&format!(
+            "[upload]\nenabled = true\n[upload.store]\nkind = \"kubo\"\nurl = \"http://{store_addr}\"\n"
+        ));
+        let config = builder.config();
+        let proxy = builder.start().await;
+        let (status, answer) = upload(&proxy, Some("good"), vec![1; 1001]).await;
+        assert_eq!((status.as_u16(), answer["errcode"].as_str()), (413, Some("M_TOO_LARGE")));
+        let (status, _) = upload(&proxy, Some("good"), vec![1; 1000]).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [
+                ("/_matrix/client/v1/media/config".to_owned(), "Bearer good".to_owned()),
+                ("/_matrix/media/v3/config".to_owned(), "Bearer good".to_owned()),
+            ]
+        );
+        proxy.app.reload(&config).unwrap();
+        let (status, _) = upload(&proxy, Some("good"), vec![2; 1000]).await;
+        assert_eq!(status, 200);
+        assert_eq!(asked.lock().unwrap().len(), 4);
+    })
+    .await;
+}
