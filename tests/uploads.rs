@@ -254,6 +254,8 @@ async fn an_upload_is_stored_pinned_cached_and_answered_as_synapse_does() {
             "hash=sha2-256",
             "chunker=size-1048576",
             "max-file-links=1024",
+            "trickle=false",
+            "wrap-with-directory=false",
             "pin=true",
         ] {
             assert!(query.split('&').any(|p| p == param), "{param} in {query}");
@@ -312,7 +314,7 @@ async fn every_upload_version_and_the_msc2706_form_with_the_older_profile() {
         }
         let query = &s.store.adds()[0];
         assert!(query.contains("chunker=size-262144"), "{query}");
-        assert!(!query.contains("max-file-links"), "{query}");
+        assert!(query.contains("max-file-links=174"), "{query}");
     })
     .await;
 }

@@ -26,7 +26,7 @@ use super::multicodec::{DAG_PB, RAW, SHA2_256};
 /// profile. All are CIDv1, raw leaves, sha2-256, balanced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// IPIP-499 `unixfs-v1-2025` (Kubo 0.40+ `--profile unixfs-v1-2025`, Helia, Storacha):
+    /// IPIP-499 `unixfs-v1-2025` (Kubo 0.40+ with that config profile, Helia, Storacha):
     /// 1 MiB chunks, 1024 links per node.
     UnixfsV1_2025,
     /// What `ipfs add --cid-version=1 --raw-leaves` gives with Kubo's older defaults (and

@@ -7,7 +7,7 @@
 //! is caught, not silently fed blocks it never verified; js-ipfs's `dag/import` stores
 //! whatever it is sent), the blocks never cross the wire as a second encoding, and the same
 //! request shape works for Kubo and Cluster (which replicates it). The cost: a store must
-//! honour the profile's parameters (`max-file-links` for `unixfs-v1-2025` needs Kubo 0.40+;
+//! honour the profile's parameters (a Kubo that knows `max-file-links`;
 //! js-ipfs caps nodes at 174 links, so it matches `unixfs-v1-2025` only up to 174 MiB), and a
 //! store that does not is answered as misconfigured (502), never as a success.
 //!
@@ -135,11 +135,13 @@ impl Store {
                 .append_pair("raw-leaves", "true")
                 .append_pair("hash", "sha2-256")
                 .append_pair("chunker", &format!("size-{}", profile.chunk_size()));
-            // 174 is every implementation's default; only a different value is asked for, so
-            // stores that know no such option still serve `kubo-v1-256k`.
-            if profile.max_links() != Profile::KuboV1_256k.max_links() {
-                query.append_pair("max-file-links", &profile.max_links().to_string());
-            }
+            // Every parameter the CID depends on is said, even at its usual default: a node's
+            // own `Import.*` settings (Kubo's `unixfs-v1-2025` profile sets 1024 links) must
+            // not decide it.
+            query
+                .append_pair("max-file-links", &profile.max_links().to_string())
+                .append_pair("trickle", "false")
+                .append_pair("wrap-with-directory", "false");
             match self.settings.kind {
                 StoreKind::Kubo => {
                     query
