@@ -461,6 +461,46 @@ async fn the_rate_limit_answers_429_with_retry_after_ms() {
     .await;
 }
 
+/// Bytes per window: refused from `Content-Length` when it says so, else mid-stream.
+#[tokio::test]
+async fn the_byte_rate_is_enforced_by_length_and_while_streaming() {
+    bounded(30, async {
+        let s = setup(
+            Mode::Honest,
+            false,
+            "[upload.rate]\nbytes = \"3000B\"\nwindow = \"1h\"",
+            "",
+        )
+        .await;
+        let (status, _) = upload(&s.proxy, Some("good"), vec![1; 2000]).await;
+        assert_eq!(status, 200);
+        let (status, answer) = upload(&s.proxy, Some("good"), vec![2; 1500]).await;
+        assert_eq!(status, 429);
+        assert!(answer["retry_after_ms"].as_u64().unwrap() > 3_500_000);
+        assert_eq!(s.store.adds().len(), 1, "refused before the store");
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..3).map(|n| Ok(Bytes::from(vec![n; 500]))).collect();
+        let r = client()
+            .post(s.proxy.url("/_matrix/media/v3/upload"))
+            .bearer_auth("good")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        let answer = json(&r.bytes().await.unwrap());
+        assert_eq!(answer["errcode"], "M_LIMIT_EXCEEDED");
+        assert!(answer["retry_after_ms"].as_u64().is_some());
+        assert_eq!(s.store.pinned().len(), 1, "only the first upload");
+        // What is left of the window still serves a small upload.
+        let (status, _) = upload(&s.proxy, Some("good"), vec![3; 900]).await;
+        assert_eq!(status, 200);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tokens_are_checked_as_synapse_answers_and_guests_refused() {
     bounded(30, async {

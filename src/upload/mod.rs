@@ -32,7 +32,7 @@ use crate::ipfs::import::{Imported, Importer, Profile};
 use crate::media::{headers, sniff};
 use crate::metrics::{Outcome, METRICS};
 
-use self::rate::{RateLimiter, RateSettings};
+use self::rate::{Allowance, RateLimiter, RateSettings};
 use self::store::{Store, StoreError, StoreSettings};
 
 /// How the answered media ID names the CID.
@@ -209,7 +209,8 @@ impl Uploader {
         if announced.is_some_and(|n| n > limit) {
             return Err(UploadError::TooLarge { limit });
         }
-        self.rate
+        let allowance = self
+            .rate
             .start(&user.user_id, announced)
             .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
 
@@ -221,6 +222,7 @@ impl Uploader {
             keep_limit: self.settings.cache_item_limit,
             bytes: 0,
             limit,
+            allowance,
             ended: None,
             handed_at: None,
         }));
@@ -450,6 +452,8 @@ struct Progress {
     keep_limit: u64,
     bytes: u64,
     limit: u64,
+    /// The rate limit's bytes left for this user.
+    allowance: Allowance,
     /// Set once the body has ended: the import, or why the body failed.
     ended: Option<Result<Imported, UploadError>>,
     /// When the store was last handed something (a chunk, or the end) that it has not yet
@@ -484,8 +488,16 @@ impl Stream for Tee {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 p.bytes += chunk.len() as u64;
-                if p.bytes > p.limit {
-                    let fault = UploadError::TooLarge { limit: p.limit };
+                let fault = if p.bytes > p.limit {
+                    Some(UploadError::TooLarge { limit: p.limit })
+                } else if p.allowance.bytes.is_some_and(|room| p.bytes > room) {
+                    Some(UploadError::RateLimited {
+                        retry_after: p.allowance.wait,
+                    })
+                } else {
+                    None
+                };
+                if let Some(fault) = fault {
                     p.ended = Some(Err(fault.clone()));
                     p.kept = None;
                     return Poll::Ready(Some(Err(fault)));

@@ -24,6 +24,15 @@ struct Window {
     bytes: u64,
 }
 
+/// What one upload may still store in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// `None`: no byte limit.
+    pub bytes: Option<u64>,
+    /// Until the window ends.
+    pub wait: Duration,
+}
+
 pub struct RateLimiter {
     settings: RateSettings,
     users: moka::sync::Cache<Arc<str>, Arc<Mutex<Window>>>,
@@ -51,8 +60,9 @@ impl RateLimiter {
     }
 
     /// Counts an upload starting, of `announced` bytes when the client said; `Err(wait)` when
-    /// it would go over either limit, with how long until the window ends.
-    pub fn start(&self, user: &Arc<str>, announced: Option<u64>) -> Result<(), Duration> {
+    /// it would go over either limit, with how long until the window ends. What it may still
+    /// send is the [`Allowance`], for an upload whose length was not announced.
+    pub fn start(&self, user: &Arc<str>, announced: Option<u64>) -> Result<Allowance, Duration> {
         let s = self.settings;
         let window = self.window(user);
         let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,7 +84,10 @@ impl RateLimiter {
             return Err(wait.max(Duration::from_millis(1)));
         }
         w.requests += 1;
-        Ok(())
+        Ok(Allowance {
+            bytes: (s.bytes > 0).then(|| s.bytes - w.bytes),
+            wait: wait.max(Duration::from_millis(1)),
+        })
     }
 
     /// Counts bytes stored for `user`.
@@ -93,18 +106,20 @@ mod tests {
     fn requests_and_bytes_per_window() {
         let limiter = RateLimiter::new(RateSettings {
             window: Duration::from_secs(60),
-            requests: 2,
+            requests: 3,
             bytes: 100,
             max_users: 10,
         });
         let (alice, bob): (Arc<str>, Arc<str>) = ("@a:x".into(), "@b:x".into());
         assert!(limiter.start(&alice, Some(10)).is_ok());
         assert!(limiter.start(&alice, None).is_ok());
+        assert!(limiter.start(&alice, None).is_ok());
         let wait = limiter.start(&alice, None).unwrap_err();
         assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(50));
         // Bob has his own window.
-        assert!(limiter.start(&bob, Some(60)).is_ok());
+        assert_eq!(limiter.start(&bob, Some(60)).unwrap().bytes, Some(100));
         limiter.charge(&bob, 60);
+        assert_eq!(limiter.start(&bob, None).unwrap().bytes, Some(40));
         assert!(limiter.start(&bob, Some(50)).is_err());
         limiter.charge(&bob, 40);
         assert!(limiter.start(&bob, None).is_err());
