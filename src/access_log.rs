@@ -23,13 +23,14 @@ use crate::metrics::{RouteSeries, METRICS};
 use crate::router::RouteKind;
 
 /// One set of series per route kind, in `RouteKind` order.
-static SERIES: LazyLock<[RouteSeries; 5]> = LazyLock::new(|| {
+static SERIES: LazyLock<[RouteSeries; 6]> = LazyLock::new(|| {
     [
         RouteKind::Passthrough,
         RouteKind::Download,
         RouteKind::Thumbnail,
         RouteKind::Federation,
         RouteKind::Preflight,
+        RouteKind::Upload,
     ]
     .map(|kind| RouteSeries::new(kind.as_str()))
 });
@@ -85,6 +86,17 @@ impl CacheOutcome {
     }
 }
 
+/// What an upload stored on IPFS came to, for its access-log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// The CID the bytes hashed to, once they all arrived.
+    pub cid: Option<String>,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// `stored`, or the refusal (`too_large`, `rate_limited`, `store_error`, ...).
+    pub outcome: &'static str,
+}
+
 /// One request counted in the `in_flight_requests` gauge for as long as this lives. It goes
 /// with the request's log record, so the count falls when the response body is done, and also
 /// when the request never got that far: a handler that panicked, or a client that left while
@@ -110,6 +122,7 @@ pub struct RequestLog {
     pub path: String,
     pub route: RouteKind,
     pub cache: Option<&'static str>,
+    pub upload: Option<UploadRecord>,
     pub status: StatusCode,
     /// Body bytes the response announced (`Content-Length`; zero for HEAD, 204, 304).
     pub announced: Option<u64>,
@@ -125,6 +138,23 @@ impl RequestLog {
         self.route
             .series()
             .record(self.status.as_u16(), elapsed, bytes);
+        if let Some(upload) = &self.upload {
+            tracing::info!(
+                target: "ipfs_media_proxy::access",
+                method = %self.method,
+                path = %self.path,
+                route = self.route.as_str(),
+                cid = upload.cid.as_deref().unwrap_or("-"),
+                upload_bytes = upload.bytes,
+                outcome = upload.outcome,
+                status = self.status.as_u16(),
+                bytes,
+                complete,
+                duration_ms = format_args!("{duration_ms:.3}"),
+                "request"
+            );
+            return;
+        }
         tracing::info!(
             target: "ipfs_media_proxy::access",
             method = %self.method,
@@ -255,6 +285,7 @@ where
                 .copied()
                 .unwrap_or(RouteKind::Passthrough);
             let outcome = response.extensions().get::<CacheOutcome>().copied();
+            let upload = response.extensions().get::<UploadRecord>().cloned();
             if let Some(outcome) = outcome {
                 outcome.count();
             }
@@ -276,6 +307,7 @@ where
                 path,
                 route,
                 cache: outcome.map(|c| c.as_str()),
+                upload,
                 status,
                 announced,
                 started,

@@ -36,6 +36,7 @@ use crate::respond::content::Waits;
 use crate::respond::thumbnail::{self, Thumbnailer};
 use crate::respond::{download, federation};
 use crate::router::{self, Access, Action, MediaRequest, Route, RouteConfig};
+use crate::upload::Uploader;
 
 pub struct App {
     homeserver: Homeserver,
@@ -50,6 +51,8 @@ pub struct App {
     routes: RouteConfig,
     advertisement: Option<Advertisement>,
     thumbnails: Option<Thumbnailer>,
+    /// With `upload.enabled`.
+    uploader: Option<Uploader>,
 }
 
 /// Why the app could not be built from a configuration.
@@ -59,6 +62,8 @@ pub enum BuildError {
     Gateways(#[from] reqwest::Error),
     #[error("cannot read the denylist: {0}")]
     Denylist(#[from] crate::denylist::LoadError),
+    #[error("cannot build the upload store client: {0}")]
+    Store(reqwest::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +137,18 @@ impl App {
             .thumbnails
             .enabled
             .then(|| thumbnailer(config, cache.clone()));
+        let uploader = match config.upload.enabled {
+            true => Some(
+                Uploader::new(
+                    upload_settings(config),
+                    cache.clone(),
+                    Arc::clone(&denylist),
+                    homeserver.clone(),
+                )
+                .map_err(BuildError::Store)?,
+            ),
+            false => None,
+        };
         let resolver = Resolver::new(
             cache,
             gateways,
@@ -154,12 +171,18 @@ impl App {
                 alias_prefix: config.media.id_alias_prefix.clone(),
                 thumbnails: thumbnails.is_some(),
                 capabilities: config.capabilities.advertise_ipfs,
+                uploads: uploader.is_some(),
             },
-            advertisement: config
-                .capabilities
-                .advertise_ipfs
-                .then(|| Advertisement::new(config.capabilities.preferred_origin.as_deref())),
+            advertisement: config.capabilities.advertise_ipfs.then(|| {
+                // Only when it holds for every caller: the answer is not per user.
+                let stores_uploads = config.upload.enabled && config.upload.users.is_empty();
+                Advertisement::new(
+                    config.capabilities.preferred_origin.as_deref(),
+                    stores_uploads,
+                )
+            }),
             thumbnails,
+            uploader,
         })
     }
 
@@ -185,6 +208,9 @@ impl App {
                 .map_err(ReloadError::Gateways)?;
         }
         self.waits.store(Arc::new(waits(new)));
+        if let Some(uploader) = &self.uploader {
+            uploader.forget_homeserver_limit();
+        }
         let mut in_force = Changes::in_force(&running, new);
         match self
             .denylist
@@ -246,6 +272,7 @@ impl App {
             Route::Passthrough => self.pass_through(request, &peer).await,
             Route::Capabilities => self.capabilities(request, &peer).await,
             Route::Preflight => Ok(preflight()),
+            Route::Upload => self.upload(request, &peer).await,
             Route::Media(media) => {
                 let (parts, _body) = request.into_parts();
                 self.media(&parts, media, &peer).await
@@ -276,6 +303,53 @@ impl App {
         let response = self.homeserver.relay(request, peer).await?;
         self.tokens.observe(watched, response.status());
         Ok(response)
+    }
+
+    /// # POST `/_matrix/media/{r0,v1,v3}/upload` (with `upload.enabled`)
+    ///
+    /// A caller the homeserver accepts, in `upload.users`, has the bytes stored on IPFS;
+    /// anyone else's upload goes to the homeserver as before.
+    async fn upload(
+        &self,
+        request: Request<Body>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, RequestError> {
+        let uploader = self
+            .uploader
+            .as_ref()
+            .expect("routed only when uploads are on");
+        let (parts, body) = request.into_parts();
+        let user = match self
+            .tokens
+            .check(&parts, peer)
+            .await
+            .map_err(RequestError::from)?
+        {
+            Verdict::Accepted { user, .. } => user,
+            Verdict::Refused(response) => return Ok(response),
+        };
+        if !uploader.stores_for(&user) {
+            return self
+                .pass_through(Request::from_parts(parts, body), peer)
+                .await;
+        }
+        match uploader.upload(&parts, body, &user, peer).await {
+            Ok(response) => Ok(response),
+            Err((error, record)) => {
+                let mut response = {
+                    let error = RequestError::from(error);
+                    let matrix = error.to_matrix();
+                    if matrix.status.is_server_error() {
+                        tracing::warn!(%error, cid = record.cid.as_deref().unwrap_or("-"), "upload failed");
+                    } else {
+                        tracing::info!(%error, "upload refused");
+                    }
+                    error.into_response()
+                };
+                response.extensions_mut().insert(record);
+                Ok(response)
+            }
+        }
     }
 
     /// # GET `/_matrix/client/{v3,r0}/capabilities` (with `capabilities.advertise_ipfs`)
@@ -381,6 +455,50 @@ impl App {
                 }
             }
         }
+    }
+}
+
+/// The upload side's settings, from the schema (only `enabled` configurations get here).
+fn upload_settings(config: &Config) -> crate::upload::UploadSettings {
+    use crate::config::{ImportProfile, MediaIdForm, StoreKind};
+    use crate::upload::{rate::RateSettings, store, MediaIdForm as Form, UploadSettings};
+    let u = &config.upload;
+    let s = u.store.as_ref().expect("checked by the config");
+    UploadSettings {
+        allow_guests: u.allow_guests,
+        users: u.users.clone(),
+        media_id: match u.media_id_form {
+            MediaIdForm::Alias => Form::Alias(config.media.id_alias_prefix.clone()),
+            MediaIdForm::Msc2706 => Form::Msc2706,
+        },
+        profile: match u.profile {
+            ImportProfile::UnixfsV1_2025 => crate::ipfs::import::Profile::UnixfsV1_2025,
+            ImportProfile::KuboV1_256k => crate::ipfs::import::Profile::KuboV1_256k,
+        },
+        max_bytes: u.max_bytes.map(|b| b.as_u64()),
+        fallback_max_bytes: crate::config::UploadConfig::FALLBACK_MAX_BYTES.as_u64(),
+        rate: RateSettings {
+            window: u.rate.window,
+            requests: u.rate.requests,
+            bytes: u.rate.bytes.as_u64(),
+            max_users: u.rate.max_users,
+        },
+        cache_item_limit: config.cache.item_limit().as_u64(),
+        store: store::StoreSettings {
+            kind: match s.kind {
+                StoreKind::Kubo => store::StoreKind::Kubo,
+                StoreKind::Cluster => store::StoreKind::Cluster,
+            },
+            url: s.url.clone(),
+            authorization: s.authorization.as_deref().map(|v| {
+                let mut value = HeaderValue::from_str(v).expect("checked by the config");
+                value.set_sensitive(true);
+                value
+            }),
+            replication_min: s.replication_min,
+            replication_max: s.replication_max,
+            timeout: u.store_timeout,
+        },
     }
 }
 

@@ -31,10 +31,16 @@ pub struct Advertisement {
 }
 
 impl Advertisement {
-    pub fn new(preferred_origin: Option<&str>) -> Self {
+    /// `stores_uploads`: every user's `POST .../upload` is stored on IPFS by this proxy, said
+    /// as `"stores_uploads": true` so MSC2706-aware clients know their uploads become ipfs
+    /// media (and public).
+    pub fn new(preferred_origin: Option<&str>, stores_uploads: bool) -> Self {
         let mut value = serde_json::json!({ "enabled": true });
         if let Some(origin) = preferred_origin {
             value["preferred_origin"] = origin.into();
+        }
+        if stores_uploads {
+            value["stores_uploads"] = true.into();
         }
         let value = value.to_string();
         Self {
@@ -103,7 +109,19 @@ mod tests {
     use super::*;
 
     fn entries() -> String {
-        Advertisement::new(Some("media.example.org")).entries
+        Advertisement::new(Some("media.example.org"), false).entries
+    }
+
+    #[test]
+    fn says_when_uploads_are_stored_on_ipfs() {
+        let with = Advertisement::new(None, true).entries;
+        assert_eq!(
+            with,
+            r#""m.ipfs":{"enabled":true,"stores_uploads":true},"io.t2bot.ipfs":{"enabled":true,"stores_uploads":true}"#
+        );
+        assert!(!Advertisement::new(None, false)
+            .entries
+            .contains("stores_uploads"));
     }
 
     #[test]

@@ -45,6 +45,131 @@ pub struct Config {
     pub denylist: DenylistConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub upload: UploadConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Answer `POST /_matrix/media/{r0,v1,v3}/upload` by storing the bytes on IPFS.
+    pub enabled: bool,
+    /// Let guest accounts store on IPFS (else 403).
+    pub allow_guests: bool,
+    /// User-ID patterns (`*` any run of characters) whose uploads go to IPFS; empty: everyone.
+    /// Others upload to the homeserver as before.
+    pub users: Vec<String>,
+    /// `alias` (`ipfs_<cid>`, `media.id_alias_prefix`) or `msc2706` (`ipfs:<cid>`).
+    pub media_id_form: MediaIdForm,
+    /// The UnixFS import profile: `unixfs-v1-2025` or `kubo-v1-256k`.
+    pub profile: ImportProfile,
+    /// Larger uploads are refused (413). Default: the homeserver's `m.upload.size`, else 50 MiB.
+    pub max_bytes: Option<ByteSize>,
+    /// Longest wait for the store, for any one read or write, and for its final answer.
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
+    pub store: Option<UploadStoreConfig>,
+    pub rate: UploadRateConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ImportProfile {
+    #[serde(rename = "unixfs-v1-2025")]
+    UnixfsV1_2025,
+    #[serde(rename = "kubo-v1-256k")]
+    KuboV1_256k,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaIdForm {
+    Alias,
+    Msc2706,
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadStoreConfig {
+    /// `kubo` (a Kubo-compatible RPC API) or `cluster` (IPFS Cluster's REST API).
+    pub kind: StoreKind,
+    /// Base URL of the RPC API (`http://127.0.0.1:5001`) or of the Cluster REST API
+    /// (`http://127.0.0.1:9094`). Admin-level: keep it on loopback or a private network.
+    pub url: Url,
+    /// `Authorization` header value for the store. Secret: never logged.
+    pub authorization: Option<String>,
+    /// Cluster only: replication factors (0: the cluster's own defaults).
+    #[serde(default)]
+    pub replication_min: i32,
+    #[serde(default)]
+    pub replication_max: i32,
+}
+
+impl std::fmt::Debug for UploadStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadStoreConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_str())
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("replication_min", &self.replication_min)
+            .field("replication_max", &self.replication_max)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Kubo,
+    Cluster,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadRateConfig {
+    /// The window both limits count over, per user.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Uploads one user may start per window; 0: no limit.
+    pub requests: u32,
+    /// Bytes one user may upload per window; 0: no limit.
+    pub bytes: ByteSize,
+    /// Users remembered at most (the oldest are forgotten first).
+    pub max_users: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allow_guests: false,
+            users: Vec::new(),
+            media_id_form: MediaIdForm::Alias,
+            profile: ImportProfile::UnixfsV1_2025,
+            max_bytes: None,
+            store_timeout: Duration::from_secs(60),
+            store: None,
+            rate: UploadRateConfig::default(),
+        }
+    }
+}
+
+impl Default for UploadRateConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(60),
+            requests: 30,
+            bytes: ByteSize::gib(1),
+            max_users: 100_000,
+        }
+    }
+}
+
+impl UploadConfig {
+    /// The limit when neither this file nor the homeserver names one.
+    pub const FALLBACK_MAX_BYTES: ByteSize = ByteSize::mib(50);
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -521,6 +646,49 @@ impl Config {
         {
             return invalid("thumbnails.sizes", "widths and heights must be 1 to 4096");
         }
+        let upload = &self.upload;
+        if upload.enabled && upload.store.is_none() {
+            return invalid(
+                "upload.store",
+                "an [upload.store] is needed when uploads are on",
+            );
+        }
+        if let Some(store) = &upload.store {
+            if store.url.scheme() != "http" && store.url.scheme() != "https"
+                || store.url.host().is_none()
+            {
+                return invalid("upload.store.url", "must be an http:// or https:// URL");
+            }
+            if let Some(value) = &store.authorization {
+                if http::HeaderValue::from_str(value).is_err() {
+                    return invalid("upload.store.authorization", "not a valid header value");
+                }
+            }
+            if store.replication_min < 0
+                || store.replication_max < 0
+                || (store.replication_max > 0 && store.replication_min > store.replication_max)
+            {
+                return invalid(
+                    "upload.store.replication_min",
+                    "must be 0 or more and not exceed replication_max",
+                );
+            }
+        }
+        if upload.media_id_form == MediaIdForm::Alias && self.media.id_alias_prefix.is_empty() {
+            return invalid(
+                "upload.media_id_form",
+                "alias needs media.id_alias_prefix; use msc2706 or set a prefix",
+            );
+        }
+        if upload.max_bytes.is_some_and(|b| b.as_u64() == 0) {
+            return invalid("upload.max_bytes", "must be more than zero");
+        }
+        if upload.store_timeout.is_zero() || upload.rate.window.is_zero() {
+            return invalid(
+                "upload.store_timeout",
+                "store_timeout and rate.window must be more than zero",
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "not a valid tracing filter");
         }
@@ -684,6 +852,37 @@ pub(crate) mod tests {
         assert!(!c.summary().contains("hunter2"));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(c.summary().contains("auth=<redacted>"));
+    }
+
+    #[test]
+    fn upload_is_off_by_default_and_checked_when_on() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert!(!c.upload.enabled);
+        assert_eq!(c.upload.profile, ImportProfile::UnixfsV1_2025);
+        assert_eq!(c.upload.media_id_form, MediaIdForm::Alias);
+        let err = Config::from_toml(&(MINIMAL.to_owned() + "[upload]\nenabled = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upload.store"), "{err}");
+        let text = MINIMAL.to_owned()
+            + "[upload]\nenabled = true\nprofile = \"kubo-v1-256k\"\n"
+            + "[upload.store]\nkind = \"cluster\"\nurl = \"http://127.0.0.1:9094\"\n"
+            + "authorization = \"Basic c2VjcmV0\"\nreplication_min = 2\nreplication_max = 3\n"
+            + "[upload.rate]\nrequests = 5\n";
+        let c = Config::from_toml(&text).unwrap();
+        let store = c.upload.store.as_ref().unwrap();
+        assert_eq!(store.kind, StoreKind::Cluster);
+        assert_eq!(c.upload.rate.requests, 5);
+        assert_eq!(c.upload.rate.bytes, ByteSize::gib(1));
+        assert!(!format!("{c:?}").contains("c2VjcmV0"));
+        let err = Config::from_toml(&text.replace("kubo-v1-256k", "kubo-v0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upload.profile"), "{err}");
+        let err = Config::from_toml(&text.replace("replication_min = 2", "replication_min = 4"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("replication_min"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::media::media_id::MediaIdError;
 use crate::media::query::QueryError;
 use crate::media::range::unsatisfied_range;
 use crate::media::thumbnail::{ParamError, ThumbnailError};
+use crate::upload::UploadError;
 
 /// Every way a request that we answer ourselves can fail.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,6 +61,9 @@ pub enum RequestError {
     Capabilities,
     #[error("the request handler panicked")]
     Panic,
+    /// Boxed: its CIDs would make every `Result<_, RequestError>` large.
+    #[error(transparent)]
+    Upload(Box<UploadError>),
     /// The caller's token could not be checked (or was refused without asking).
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -77,6 +81,12 @@ impl From<HomeserverError> for RequestError {
 impl From<crate::capabilities::Unreadable> for RequestError {
     fn from(_: crate::capabilities::Unreadable) -> Self {
         RequestError::Capabilities
+    }
+}
+
+impl From<UploadError> for RequestError {
+    fn from(error: UploadError) -> Self {
+        RequestError::Upload(Box::new(error))
     }
 }
 
@@ -150,6 +160,7 @@ impl RequestError {
                 }
                 _ => bad_gateway("the homeserver could not be reached"),
             },
+            E::Upload(error) => upload(error),
         }
     }
 
@@ -222,6 +233,45 @@ fn auth(error: &AuthError) -> MatrixError {
     }
 }
 
+fn upload(error: &UploadError) -> MatrixError {
+    use UploadError as U;
+    match error {
+        U::Guest => MatrixError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "guests may not upload media to this server",
+        ),
+        // Synapse's words for the same refusal.
+        U::TooLarge { .. } => MatrixError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "Uploaded content is too large",
+        ),
+        U::RateLimited { retry_after } => MatrixError {
+            retry_after_ms: Some(retry_after.as_millis().max(1) as u64),
+            ..MatrixError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "M_LIMIT_EXCEEDED",
+                "Too Many Requests",
+            )
+        },
+        U::Body(_) => MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_UNKNOWN",
+            "the upload did not arrive whole",
+        ),
+        // The store's address and errors are for the log.
+        U::Store(_) | U::StoreTimeout(_) | U::StoreMismatch { .. } => {
+            bad_gateway("the media could not be stored")
+        }
+        U::Blocked(_) => MatrixError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "this media is blocked on this server",
+        ),
+    }
+}
+
 fn not_found(message: impl Into<Cow<'static, str>>) -> MatrixError {
     MatrixError::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
 }
@@ -291,6 +341,7 @@ impl MatrixError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upload::store::StoreError;
     use http_body_util::BodyExt;
 
     #[tokio::test]
@@ -413,6 +464,39 @@ mod tests {
                 502,
                 "M_UNKNOWN",
             ),
+            (E::from(UploadError::Guest), 403, "M_FORBIDDEN"),
+            (
+                E::from(UploadError::TooLarge { limit: 1 }),
+                413,
+                "M_TOO_LARGE",
+            ),
+            (
+                E::from(UploadError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                }),
+                429,
+                "M_LIMIT_EXCEEDED",
+            ),
+            (E::from(UploadError::Body("x".into())), 400, "M_UNKNOWN"),
+            (
+                E::from(UploadError::Store(StoreError::Failed("x".into()))),
+                502,
+                "M_UNKNOWN",
+            ),
+            (
+                E::from(UploadError::StoreTimeout(Duration::from_secs(1))),
+                502,
+                "M_UNKNOWN",
+            ),
+            (
+                E::from(UploadError::StoreMismatch {
+                    ours: cid(),
+                    theirs: cid(),
+                }),
+                502,
+                "M_UNKNOWN",
+            ),
+            (E::from(UploadError::Blocked(cid())), 403, "M_FORBIDDEN"),
         ];
         for (error, status, errcode) in cases {
             let matrix = error.to_matrix();
@@ -422,6 +506,24 @@ mod tests {
                 "{error:?}"
             );
         }
+    }
+
+    fn cid() -> cid::Cid {
+        "bafkqaaa".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_says_when_to_retry() {
+        let response = RequestError::from(UploadError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "2");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["errcode"], "M_LIMIT_EXCEEDED");
+        assert_eq!(v["retry_after_ms"], 1500);
     }
 
     #[test]

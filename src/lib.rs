@@ -8,7 +8,7 @@
 //! (`tests/architecture.rs` checks):
 //!
 //! ```text
-//! server > layers > app > respond > error > resolve, auth
+//! server > layers > app > respond > error > resolve, auth, upload
 //!        > ipfs, cache, homeserver, access_log, reload
 //!        > config, denylist, router, capabilities, admin > media, budget
 //!        > allocator, body, byte_range, metrics, forwarding, worker, chain
@@ -45,6 +45,7 @@ pub(crate) mod resolve;
 pub(crate) mod respond;
 pub(crate) mod router;
 pub mod server;
+pub(crate) mod upload;
 pub(crate) mod worker;
 
 /// mimalloc rather than glibc malloc: glibc hands freed read buffers back to the kernel and

@@ -43,12 +43,19 @@ pub struct GatewayLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOutcome {
+    pub store: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabel {
     pub worker: String,
 }
 
 type Seconds = Family<RouteOnly, Histogram, fn() -> Histogram>;
 type GatewaySeconds = Family<GatewayLabel, Histogram, fn() -> Histogram>;
+type StoreSeconds = Family<StoreOutcome, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -75,6 +82,10 @@ pub struct Metrics {
     pub connection_timeouts: Family<Outcome, Counter>,
     pub fetch_bytes_held: Gauge<i64, AtomicI64>,
     pub fetch_budget_events: Family<Outcome, Counter>,
+    pub uploads: Family<Outcome, Counter>,
+    pub upload_bytes: Counter,
+    pub store_requests: Family<StoreOutcome, Counter>,
+    pub store_duration: StoreSeconds,
 }
 
 fn latency() -> Histogram {
@@ -99,6 +110,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connections: Family::default(),
         connections_refused: Counter::default(),
         connection_timeouts: Family::default(),
+        uploads: Family::default(),
+        upload_bytes: Counter::default(),
+        store_requests: Family::default(),
+        store_duration: Family::new_with_constructor(latency as fn() -> Histogram),
         token_checks: Family::default(),
         token_cache_hits: Counter::default(),
         thumbnails_rendered: Counter::default(),
@@ -224,6 +239,26 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "connection_timeouts",
         "Client connections closed for silence (first_byte_timeout) or idleness (idle_timeout)",
         m.connection_timeouts.clone(),
+    );
+    registry.register(
+        "uploads",
+        "Uploads stored on IPFS, by outcome (stored, refused, too_large, rate_limited, blocked, store_error, aborted)",
+        m.uploads.clone(),
+    );
+    registry.register(
+        "upload_bytes",
+        "Bytes of uploads stored on IPFS",
+        m.upload_bytes.clone(),
+    );
+    registry.register(
+        "store_requests",
+        "Requests to the upload store, by store kind and outcome",
+        m.store_requests.clone(),
+    );
+    registry.register(
+        "store_request_duration_seconds",
+        "Time a request to the upload store took, by store kind and outcome",
+        m.store_duration.clone(),
     );
     Metrics { registry, ..m }
 });

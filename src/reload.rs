@@ -74,6 +74,7 @@ const KEYS: &[Key] = &[
     needs_restart!("thumbnails", thumbnails),
     needs_restart!("capabilities", capabilities),
     needs_restart!("admin", admin),
+    needs_restart!("upload", upload),
 ];
 
 impl Changes {

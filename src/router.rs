@@ -10,7 +10,8 @@
 //! | `/_matrix/federation/v1/media/{download,thumbnail}/{mediaId}`               | federation    |
 //! | `/_matrix/federation/unstable/org.matrix.msc3916.v2/media/...`             | federation    |
 //!
-//! plus `GET /_matrix/client/{v3,r0}/capabilities`, ours to edit when advertising IPFS.
+//! plus `GET /_matrix/client/{v3,r0}/capabilities`, ours to edit when advertising IPFS, and
+//! `POST /_matrix/media/{r0,v1,v3}/upload`, ours when uploads are stored on IPFS.
 //!
 //! [`classify`] decides what a request is, once: a media route of an ipfs media ID with an
 //! allowed method is ours ([`Route::Media`], or [`Route::Preflight`] for `OPTIONS`);
@@ -34,6 +35,8 @@ pub struct RouteConfig {
     pub thumbnails: bool,
     /// `capabilities.advertise_ipfs`.
     pub capabilities: bool,
+    /// `upload.enabled`: `POST /_matrix/media/{r0,v1,v3}/upload` is ours.
+    pub uploads: bool,
 }
 
 /// What a request is.
@@ -49,6 +52,8 @@ pub enum Route<'a> {
     Preflight,
     /// GET/HEAD of ipfs media (federation: GET only).
     Media(MediaRequest<'a>),
+    /// `POST /_matrix/media/{r0,v1,v3}/upload`, with uploads on.
+    Upload,
 }
 
 /// An ipfs media request. `media` is an error when the ID claims to be ipfs but the CID is
@@ -69,6 +74,7 @@ pub enum RouteKind {
     Thumbnail,
     Federation,
     Preflight,
+    Upload,
 }
 
 impl RouteKind {
@@ -79,6 +85,7 @@ impl RouteKind {
             RouteKind::Thumbnail => "thumbnail",
             RouteKind::Federation => "federation",
             RouteKind::Preflight => "preflight",
+            RouteKind::Upload => "upload",
         }
     }
 }
@@ -88,12 +95,19 @@ impl Route<'_> {
         match self {
             Route::Passthrough | Route::Capabilities => RouteKind::Passthrough,
             Route::Preflight => RouteKind::Preflight,
+            Route::Upload => RouteKind::Upload,
             Route::Media(m) if m.access == Access::Federation => RouteKind::Federation,
             Route::Media(m) if m.action == Action::Thumbnail => RouteKind::Thumbnail,
             Route::Media(_) => RouteKind::Download,
         }
     }
 }
+
+const UPLOAD_PATHS: [&str; 3] = [
+    "/_matrix/media/r0/upload",
+    "/_matrix/media/v1/upload",
+    "/_matrix/media/v3/upload",
+];
 
 const CAPABILITIES_PATHS: [&str; 2] = [
     "/_matrix/client/v3/capabilities",
@@ -104,6 +118,11 @@ const CAPABILITIES_PATHS: [&str; 2] = [
 pub fn classify<'a>(method: &Method, raw_path: &'a str, config: &RouteConfig) -> Route<'a> {
     if config.capabilities && *method == Method::GET && CAPABILITIES_PATHS.contains(&raw_path) {
         return Route::Capabilities;
+    }
+    // Only the one-shot upload: an async upload's `PUT .../upload/{server}/{mediaId}` names a
+    // media ID chosen before any byte existed, which cannot be a CID.
+    if config.uploads && *method == Method::POST && UPLOAD_PATHS.contains(&raw_path) {
+        return Route::Upload;
     }
     let Some(path) = media_path(raw_path) else {
         return Route::Passthrough;
@@ -316,6 +335,36 @@ mod tests {
             alias_prefix: "ipfs_".into(),
             thumbnails: true,
             capabilities: true,
+            uploads: true,
+        }
+    }
+
+    #[test]
+    fn uploads_are_ours_only_when_on_and_only_the_one_shot_post() {
+        let on = config();
+        let off = RouteConfig {
+            uploads: false,
+            ..config()
+        };
+        for version in ["r0", "v1", "v3"] {
+            let path = format!("/_matrix/media/{version}/upload");
+            assert_eq!(classify(&Method::POST, &path, &on), Route::Upload);
+            assert_eq!(
+                classify(&Method::POST, &path, &on).kind().as_str(),
+                "upload"
+            );
+            assert_eq!(classify(&Method::POST, &path, &off), Route::Passthrough);
+            assert_eq!(classify(&Method::PUT, &path, &on), Route::Passthrough);
+            assert_eq!(classify(&Method::GET, &path, &on), Route::Passthrough);
+        }
+        for other in [
+            "/_matrix/media/v3/upload/example.org/abcdef",
+            "/_matrix/media/v1/create",
+            "/_matrix/client/v1/media/upload",
+            "/_matrix/media/v3/upload/",
+        ] {
+            assert_eq!(classify(&Method::POST, other, &on), Route::Passthrough);
+            assert_eq!(classify(&Method::PUT, other, &on), Route::Passthrough);
         }
     }
 

@@ -45,6 +45,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("reload", 3),
     ("resolve", 4),
     ("auth", 4),
+    ("upload", 4),
     ("error", 5),
     ("respond", 6),
     ("app", 7),

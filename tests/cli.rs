@@ -249,6 +249,68 @@ async fn environment_proxies_are_not_used_for_gateways() {
     assert_eq!(gw.hits(&cid), 1);
 }
 
+/// An upload stored on IPFS: one access-log line with route `upload`, the CID, the bytes and
+/// the outcome; the store's `Authorization` value appears in no line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_access_log_line_and_the_store_secret_is_never_logged() {
+    use http_body_util::BodyExt;
+    let hs = HomeserverStub::new();
+    let hs_addr = hs.start().await;
+    let bytes = b"an uploaded file";
+    let cid = support::gateway::raw_cid(bytes).to_string();
+    let answer = format!("{{\"Name\":\"upload\",\"Hash\":\"{cid}\"}}\n");
+    let (store, _task) = support::serve(move |req: http::Request<hyper::body::Incoming>| {
+        let answer = answer.clone();
+        async move {
+            let _ = req.into_body().collect().await;
+            http::Response::new(
+                http_body_util::Full::new(bytes::Bytes::from(answer))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        }
+    })
+    .await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n\
+             [[gateways]]\nurl = \"http://127.0.0.1:9\"\n[upload]\nenabled = true\n\
+             [upload.store]\nkind = \"kubo\"\nurl = \"http://{store}\"\nauthorization = \"Basic c3RvcmUtc2VjcmV0\"\n"
+        ),
+    );
+    let proxy = Running::start(&path);
+    let no_secret = |v: &serde_json::Value| {
+        assert!(!v.to_string().contains("c3RvcmUtc2VjcmV0"), "logged: {v}");
+    };
+    proxy.next_line(&|v| {
+        no_secret(v);
+        v["message"] == "listening"
+    });
+    let r = support::client()
+        .post(format!(
+            "http://127.0.0.1:{port}/_matrix/media/v3/upload?filename=f.txt"
+        ))
+        .bearer_auth("good")
+        .body(&bytes[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = proxy.next_line(&|v| {
+        no_secret(v);
+        v["message"] == "request"
+    });
+    assert_eq!(v["route"], "upload");
+    assert_eq!(v["cid"], cid);
+    assert_eq!(v["upload_bytes"], bytes.len());
+    assert_eq!(v["outcome"], "stored");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["path"], "/_matrix/media/v3/upload");
+}
+
 /// SIGHUP: the file is read again; what can change applies at once (the denylist, here named
 /// by a path relative to the config file), what cannot is reported, a broken file changes
 /// nothing, and the process keeps serving throughout.

@@ -4,6 +4,7 @@ pub mod car;
 pub mod fetch_error;
 pub mod gateway;
 pub mod health;
+pub mod import;
 pub mod multicodec;
 pub mod part;
 pub mod pool;

@@ -1,0 +1,317 @@
+//! Where uploads are stored and pinned: a Kubo-compatible RPC API or IPFS Cluster's REST API.
+//!
+//! The bytes go to the store's own `add` (`/api/v0/add` or Cluster's `/add`), streamed as one
+//! multipart part with the profile's import parameters, while the proxy hashes the same bytes
+//! with its own importer. Not a CAR to `dag/import`: with `add` the store builds the DAG
+//! itself, so its answer is an independent check of our CID (a store importing differently
+//! is caught, not silently fed blocks it never verified; js-ipfs's `dag/import` stores
+//! whatever it is sent), the blocks never cross the wire as a second encoding, and the same
+//! request shape works for Kubo and Cluster (which replicates it). The cost: a store must
+//! honour the profile's parameters (a Kubo that knows `max-file-links`;
+//! js-ipfs caps nodes at 174 links, so it matches `unixfs-v1-2025` only up to 174 MiB), and a
+//! store that does not is answered as misconfigured (502), never as a success.
+//!
+//! The store's API is admin-level (it can pin, unpin and read anything): it belongs on
+//! loopback or a private network. Its `Authorization` value is never logged.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::{Stream, StreamExt};
+use http::HeaderValue;
+use url::Url;
+
+use crate::ipfs::import::Profile;
+use crate::metrics::{StoreOutcome, METRICS};
+
+/// The most a store's answer to one call may hold (its NDJSON events for one file).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Kubo RPC (`/api/v0/...`), or anything speaking it (js-ipfs, Cluster's IPFS proxy).
+    Kubo,
+    /// IPFS Cluster REST API (`/add`, `/pins/{cid}`).
+    Cluster,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Kubo => "kubo",
+            StoreKind::Cluster => "cluster",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub url: Url,
+    pub authorization: Option<HeaderValue>,
+    /// Cluster only; 0: the cluster's defaults.
+    pub replication_min: i32,
+    pub replication_max: i32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store could not be reached or failed: {0}")]
+    Failed(String),
+    #[error("the store answered {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("the store's answer could not be read: {0}")]
+    BadAnswer(String),
+}
+
+pub struct Store {
+    settings: StoreSettings,
+    client: reqwest::Client,
+}
+
+impl Store {
+    pub fn new(settings: StoreSettings) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.timeout)
+            // The store is named by the configuration: never follow it elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        Ok(Self { settings, client })
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        self.settings.kind
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    fn endpoint(&self, path: &str) -> Url {
+        let mut url = self.settings.url.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{path}"));
+        url
+    }
+
+    fn post(&self, url: Url) -> reqwest::RequestBuilder {
+        let mut request = self.client.post(url);
+        if let Some(value) = &self.settings.authorization {
+            request = request.header(http::header::AUTHORIZATION, value.clone());
+        }
+        request
+    }
+
+    /// Adds and pins the file whose bytes `body` yields, imported with `profile`; answers the
+    /// root CID the store reports. An error from `body` aborts the request (the store sees a
+    /// truncated multipart, and Kubo pins only a completed add).
+    pub async fn add<S, E>(&self, profile: Profile, body: S) -> Result<Cid, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let started = Instant::now();
+        let result = self.add_inner(profile, body).await;
+        self.record(started, &result);
+        result
+    }
+
+    async fn add_inner<S, E>(&self, profile: Profile, body: S) -> Result<Cid, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let mut url = match self.settings.kind {
+            StoreKind::Kubo => self.endpoint("/api/v0/add"),
+            StoreKind::Cluster => self.endpoint("/add"),
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("cid-version", "1")
+                .append_pair("raw-leaves", "true")
+                .append_pair("hash", "sha2-256")
+                .append_pair("chunker", &format!("size-{}", profile.chunk_size()));
+            // Every parameter the CID depends on is said, even at its usual default: a node's
+            // own `Import.*` settings (Kubo's `unixfs-v1-2025` profile sets 1024 links) must
+            // not decide it.
+            query
+                .append_pair("max-file-links", &profile.max_links().to_string())
+                .append_pair("trickle", "false")
+                .append_pair("wrap-with-directory", "false");
+            match self.settings.kind {
+                StoreKind::Kubo => {
+                    query
+                        .append_pair("pin", "true")
+                        .append_pair("progress", "false");
+                }
+                StoreKind::Cluster => {
+                    query.append_pair("name", "matrix-upload");
+                    if self.settings.replication_min > 0 {
+                        query.append_pair(
+                            "replication-min",
+                            &self.settings.replication_min.to_string(),
+                        );
+                    }
+                    if self.settings.replication_max > 0 {
+                        query.append_pair(
+                            "replication-max",
+                            &self.settings.replication_max.to_string(),
+                        );
+                    }
+                }
+            }
+        }
+        let boundary = format!("ipfs-media-proxy-{:032x}", rand::random::<u128>());
+        let head = Bytes::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        let parts = futures_util::stream::once(async move { Ok(head) })
+            .chain(body.map(|item| item.map_err(Into::into)))
+            .chain(futures_util::stream::once(async move { Ok(tail) }));
+        let response = self
+            .post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(reqwest::Body::wrap_stream(parts))
+            .send()
+            .await
+            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+        let status = response.status();
+        let answer = read_answer(response).await?;
+        if !status.is_success() {
+            return Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
+            });
+        }
+        last_added_cid(&answer)
+    }
+
+    /// Removes the pin on `cid` (a store that does not hold it is not an error).
+    pub async fn unpin(&self, cid: &Cid) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = async {
+            let request = match self.settings.kind {
+                StoreKind::Kubo => {
+                    let mut url = self.endpoint("/api/v0/pin/rm");
+                    url.query_pairs_mut().append_pair("arg", &cid.to_string());
+                    self.post(url)
+                }
+                StoreKind::Cluster => {
+                    let url = self.endpoint(&format!("/pins/{cid}"));
+                    let mut request = self.client.delete(url);
+                    if let Some(value) = &self.settings.authorization {
+                        request = request.header(http::header::AUTHORIZATION, value.clone());
+                    }
+                    request
+                }
+            };
+            let response = tokio::time::timeout(self.settings.timeout, request.send())
+                .await
+                .map_err(|_| StoreError::Failed("timed out".to_owned()))?
+                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+            let status = response.status();
+            let answer = read_answer(response).await?;
+            let text = String::from_utf8_lossy(&answer);
+            // Kubo answers 500 "not pinned or pinned indirectly"; Cluster 404.
+            if status.is_success() || status == 404 || text.contains("not pinned") {
+                Ok(())
+            } else {
+                Err(StoreError::Refused {
+                    status: status.as_u16(),
+                    body: text.chars().take(200).collect(),
+                })
+            }
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+
+    fn record<T>(&self, started: Instant, result: &Result<T, StoreError>) {
+        let labels = StoreOutcome {
+            store: self.settings.kind.as_str(),
+            outcome: if result.is_ok() { "ok" } else { "error" },
+        };
+        METRICS.store_requests.get_or_create(&labels).inc();
+        METRICS
+            .store_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+async fn read_answer(response: reqwest::Response) -> Result<Vec<u8>, StoreError> {
+    let mut answer = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| StoreError::BadAnswer(crate::chain::error_chain(&e)))?;
+        if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(StoreError::BadAnswer("the answer is too long".to_owned()));
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok(answer)
+}
+
+/// The CID of the last per-file event of an `add` answer: NDJSON, Kubo's `{"Hash": "..."}`,
+/// Cluster's `{"cid": "..."}` or `{"cid": {"/": "..."}}`. An error event (`Message`/`error`)
+/// or no CID at all is a failure.
+fn last_added_cid(answer: &[u8]) -> Result<Cid, StoreError> {
+    let mut found = None;
+    for line in answer.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_slice(line)
+            .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+        if let Some(message) = event.get("Message").or_else(|| event.get("error")) {
+            return Err(StoreError::Failed(format!("the add failed: {message}")));
+        }
+        let cid = event
+            .get("Hash")
+            .or_else(|| event.get("cid"))
+            .and_then(|v| v.as_str().or_else(|| v.get("/").and_then(|v| v.as_str())));
+        if let Some(cid) = cid {
+            found = Some(
+                cid.parse::<Cid>()
+                    .map_err(|e| StoreError::BadAnswer(format!("not a CID: {e}")))?,
+            );
+        }
+    }
+    found.ok_or_else(|| StoreError::BadAnswer("no CID in the answer".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kubo_and_cluster_answers() {
+        let hello = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
+        let kubo = format!("{{\"Name\":\"upload\",\"Hash\":\"{hello}\",\"Size\":\"11\"}}\n");
+        assert_eq!(last_added_cid(kubo.as_bytes()).unwrap().to_string(), hello);
+        let cluster =
+            format!("{{\"name\":\"upload\",\"cid\":{{\"/\":\"{hello}\"}},\"size\":11}}\n");
+        assert_eq!(
+            last_added_cid(cluster.as_bytes()).unwrap().to_string(),
+            hello
+        );
+        let plain = format!("{{\"name\":\"upload\",\"cid\":\"{hello}\"}}");
+        assert_eq!(last_added_cid(plain.as_bytes()).unwrap().to_string(), hello);
+        assert!(matches!(
+            last_added_cid(b"{\"Message\":\"disk full\",\"Code\":0}\n"),
+            Err(StoreError::Failed(_))
+        ));
+        assert!(last_added_cid(b"").is_err());
+        assert!(last_added_cid(b"{\"Hash\":\"nope\"}").is_err());
+    }
+}
