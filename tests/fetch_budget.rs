@@ -16,26 +16,7 @@ use tokio::net::TcpStream;
 
 const LIMIT: u64 = 1024 * 1024;
 
-fn held() -> u64 {
-    let text = ipfs_media_proxy::metrics::render();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("ipfs_media_proxy_fetch_held_bytes ")?
-                .parse()
-                .ok()
-        })
-        .expect("the gauge is exported")
-}
-
-async fn until(what: &str, done: impl Fn() -> bool) {
-    for _ in 0..200 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{what}: not reached in 5 s (held {} bytes)", held());
-}
+use support::fetch_held_bytes as held;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_budget_fetches_degrade_wait_and_new_ones_are_refused() {
@@ -57,7 +38,7 @@ async fn past_the_budget_fetches_degrade_wait_and_new_ones_are_refused() {
             "GET /_matrix/media/v3/download/s/ipfs_{stalled} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         );
         slow.write_all(request.as_bytes()).await.unwrap();
-        until("the fetch fills the budget", || held() >= LIMIT).await;
+        support::until("the fetch fills the budget", 5, || held() >= LIMIT).await;
         // It waits there rather than reading all 16 MiB into memory.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(held() < LIMIT + 2 * 1024 * 1024, "held {}", held());
@@ -66,10 +47,8 @@ async fn past_the_budget_fetches_degrade_wait_and_new_ones_are_refused() {
         let refused = client().get(&url).send().await.unwrap();
         assert_eq!(refused.status(), 503);
         assert_eq!(refused.headers()["retry-after"], "1");
-        assert!(refused.headers()["cache-control"]
-            .to_str()
-            .unwrap()
-            .contains("no-store"));
+        let cache_control = refused.headers()["cache-control"].to_str().unwrap();
+        assert!(cache_control.contains("no-store"), "{cache_control}");
         let v = json(&refused.bytes().await.unwrap());
         assert_eq!(v["errcode"], "M_LIMIT_EXCEEDED");
         assert_eq!(v["retry_after_ms"], 1000);
@@ -81,7 +60,7 @@ async fn past_the_budget_fetches_degrade_wait_and_new_ones_are_refused() {
         let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         assert!(answer.starts_with(b"HTTP/1.1 200"));
         assert!(answer[at..] == big[..], "the degraded fetch still delivers every byte");
-        until("the budget is given back", || held() == 0).await;
+        support::until("the budget is given back", 5, || held() == 0).await;
 
         // Served again; the degraded item was not cached, so it is fetched anew.
         let r = client().get(&url).send().await.unwrap();
@@ -91,7 +70,7 @@ async fn past_the_budget_fetches_degrade_wait_and_new_ones_are_refused() {
         let r = client().get(&again).send().await.unwrap();
         assert_eq!(r.bytes().await.unwrap().len(), big.len());
         assert_eq!(gw.hits(&stalled), 2);
-        until("and given back again", || held() == 0).await;
+        support::until("and given back again", 5, || held() == 0).await;
     })
     .await;
 }

@@ -15,32 +15,7 @@ use tokio::net::TcpStream;
 const MIB: u64 = 1024 * 1024;
 const ITEMS: u64 = 24;
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
-fn held() -> u64 {
-    let text = ipfs_media_proxy::metrics::render();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("ipfs_media_proxy_fetch_held_bytes ")?
-                .parse()
-                .ok()
-        })
-        .expect("the gauge is exported")
-}
-
-async fn until(what: &str, done: impl Fn() -> bool) {
-    for _ in 0..400 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{what}: not reached in 10 s (held {} bytes)", held());
-}
+use support::{fetch_held_bytes as held, rss_bytes};
 
 async fn request(addr: std::net::SocketAddr, cid: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -80,7 +55,7 @@ async fn rss_comes_back_after_a_spike_of_fetches() {
         .await;
         // Warm up pools, runtimes and allocator arenas first.
         drain(request(proxy.addr, &warm).await).await;
-        until("the warm-up is given back", || held() == 0).await;
+        support::until("the warm-up is given back", 10, || held() == 0).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = rss_bytes();
 
@@ -88,13 +63,13 @@ async fn rss_comes_back_after_a_spike_of_fetches() {
         for cid in &cids {
             slow.push(request(proxy.addr, cid).await);
         }
-        until("the fetches hold their items", || held() >= ITEMS / 2 * 8 * MIB).await;
+        support::until("the fetches hold their items", 10, || held() >= ITEMS / 2 * 8 * MIB).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let peak = rss_bytes();
         for stream in slow {
             assert!(drain(stream).await > 8 * MIB);
         }
-        until("the budget is given back", || held() == 0).await;
+        support::until("the budget is given back", 10, || held() == 0).await;
         // What the allocator gives back may take a moment.
         let mut after = rss_bytes();
         for _ in 0..200 {

@@ -16,11 +16,7 @@ use tokio::net::TcpStream;
 const CLIENTS: usize = 300;
 const MIB: u64 = 1024 * 1024;
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+use support::rss_bytes;
 
 fn descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -39,14 +35,6 @@ fn raise_descriptor_limit() {
             limit.rlim_cur = limit.rlim_max.min(4096);
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
-    }
-}
-
-async fn until(what: &str, seconds: u64, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {seconds} s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -103,12 +91,12 @@ async fn readers_that_never_read_are_ended_and_give_everything_back() {
 
         // No byte moves for idle_timeout: the proxy ends them, and lets go of the homeserver
         // connections with them. Only the test's own sockets are left.
-        until("the stalled connections are ended", 10, || {
+        support::until("the stalled connections are ended", 10, || {
             descriptors() <= fds_before + CLIENTS + 8
         })
         .await;
         drop(readers);
-        until("every descriptor is back", 5, || {
+        support::until("every descriptor is back", 5, || {
             descriptors() <= fds_before + 8
         })
         .await;

@@ -6,11 +6,7 @@ mod support;
 use support::homeserver::HomeserverStub;
 use support::{bounded, client, json, pattern, ProxyBuilder};
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+use support::rss_bytes;
 
 const MIB: usize = 1024 * 1024;
 
@@ -45,12 +41,7 @@ async fn two_hundred_mib_each_way_keeps_rss_flat() {
         let response = support::post_blocks(&proxy, "/count", block, 200).await;
         assert_eq!(json(&response.bytes().await.unwrap())["len"], 200 * MIB);
 
-        let growth = rss_bytes().saturating_sub(before);
-        assert!(
-            growth < 32 * MIB as u64,
-            "RSS grew by {} MiB while moving 400 MiB",
-            growth / MIB as u64
-        );
+        support::assert_rss_growth_below(before, 32 * MIB as u64, "moving 400 MiB");
     })
     .await;
 }

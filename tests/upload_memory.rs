@@ -15,11 +15,7 @@ use ipfs_media_proxy::ipfs::import::{Importer, Profile};
 use support::homeserver::HomeserverStub;
 use support::{bounded, json, pattern, ProxyBuilder, StubBody};
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+use support::rss_bytes;
 
 const MIB: usize = 1024 * 1024;
 
@@ -110,12 +106,7 @@ async fn a_128_mib_upload_keeps_rss_flat() {
             .as_str()
             .unwrap()
             .ends_with(&cid_of(LEN)));
-        let growth = rss_bytes().saturating_sub(before);
-        assert!(
-            growth < 64 * MIB as u64,
-            "RSS grew by {} MiB while storing 128 MiB",
-            growth / MIB as u64
-        );
+        support::assert_rss_growth_below(before, 64 * MIB as u64, "storing 128 MiB");
     })
     .await;
 }

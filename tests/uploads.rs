@@ -68,13 +68,7 @@ impl StoreStub {
     }
 
     async fn start(&self) -> std::net::SocketAddr {
-        let stub = self.clone();
-        let (addr, _task) = support::serve(move |req| {
-            let stub = stub.clone();
-            async move { stub.answer(req).await }
-        })
-        .await;
-        addr
+        support::serve_stub(self, |stub, req| async move { stub.answer(req).await }).await
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<StubBody> {

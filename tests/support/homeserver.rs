@@ -67,13 +67,7 @@ impl HomeserverStub {
     }
 
     pub async fn start(&self) -> SocketAddr {
-        let stub = self.clone();
-        let (addr, _task) = super::serve(move |req| {
-            let stub = stub.clone();
-            async move { stub.answer(req).await }
-        })
-        .await;
-        addr
+        super::serve_stub(self, |stub, req| async move { stub.answer(req).await }).await
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<StubBody> {

@@ -52,6 +52,18 @@ where
     (addr, task)
 }
 
+/// Serves `answer(stub, request)` on 127.0.0.1:0 for as long as the test runs: for stubs
+/// that keep their state in a cloneable handle.
+pub async fn serve_stub<T, F, Fut>(stub: &T, answer: F) -> SocketAddr
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(T, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<StubBody>> + Send + 'static,
+{
+    let stub = stub.clone();
+    serve(move |req| answer(stub.clone(), req)).await.0
+}
+
 /// The proxy, running in this process.
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -212,6 +224,47 @@ pub async fn post_blocks(
         .send()
         .await
         .unwrap()
+}
+
+/// This process's resident memory (Linux).
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Fails unless RSS grew by less than `limit` since `before` while doing `what`.
+pub fn assert_rss_growth_below(before: u64, limit: u64, what: &str) {
+    let growth = rss_bytes().saturating_sub(before);
+    assert!(
+        growth < limit,
+        "RSS grew by {} MiB while {what}",
+        growth >> 20
+    );
+}
+
+/// The bytes running fetches hold now (the process-wide `cache.max_fetch_bytes` gauge).
+pub fn fetch_held_bytes() -> u64 {
+    let text = ipfs_media_proxy::metrics::render();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("ipfs_media_proxy_fetch_held_bytes ")?
+                .parse()
+                .ok()
+        })
+        .expect("the gauge is exported")
+}
+
+/// Waits until `done` holds, polling; fails after `seconds`.
+pub async fn until(what: &str, seconds: u64, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {seconds} s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// A plain HTTP/1.1 client that never follows redirects and never decompresses.
