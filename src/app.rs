@@ -518,13 +518,20 @@ fn thumbnailer(config: &Config, cache: MediaCache) -> Thumbnailer {
     let limits = ThumbnailLimits {
         max_pixels: t.max_pixels,
         max_source_bytes: usize::try_from(t.max_source_bytes.as_u64()).unwrap_or(usize::MAX),
+        max_decoded_bytes: t.max_decoded_bytes.as_u64(),
+        max_jpeg_scans: t.max_jpeg_scans,
         ..ThumbnailLimits::default()
     };
     let concurrency = match t.max_concurrent {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    Thumbnailer::new(cache, sizes, t.dynamic, limits, concurrency)
+    let bounds = thumbnail::RenderBounds {
+        concurrency,
+        max_queued: t.max_queued,
+        render_timeout: t.render_timeout,
+    };
+    Thumbnailer::new(cache, sizes, t.dynamic, limits, bounds)
 }
 
 /// CORS preflight for our media routes, as Synapse answers it.

@@ -393,6 +393,16 @@ pub struct ThumbnailsConfig {
     pub max_source_bytes: ByteSize,
     /// Thumbnails rendered at once; 0 means one per CPU.
     pub max_concurrent: usize,
+    /// Renders that may wait for a slot, each holding its source; more are refused (503).
+    pub max_queued: usize,
+    /// The longest a render may take, its wait for a slot included (503 when hit).
+    #[serde(with = "humantime_serde")]
+    pub render_timeout: Duration,
+    /// Images whose decoded pixels (16-bit channels and alpha counted) would take more are
+    /// not thumbnailed.
+    pub max_decoded_bytes: ByteSize,
+    /// JPEGs with more scans are not thumbnailed (each scan decodes the whole image).
+    pub max_jpeg_scans: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -501,6 +511,10 @@ impl Default for ThumbnailsConfig {
             max_pixels: 32 * 1024 * 1024,
             max_source_bytes: ByteSize::mib(64),
             max_concurrent: 0,
+            max_queued: 16,
+            render_timeout: Duration::from_secs(10),
+            max_decoded_bytes: ByteSize::b(crate::media::thumbnail::DEFAULT_MAX_DECODED_BYTES),
+            max_jpeg_scans: crate::media::thumbnail::DEFAULT_MAX_JPEG_SCANS,
         }
     }
 }
@@ -688,6 +702,9 @@ impl Config {
                 "upload.store_timeout",
                 "store_timeout and rate.window must be more than zero",
             );
+        }
+        if self.thumbnails.render_timeout.is_zero() {
+            return invalid("thumbnails.render_timeout", "must be more than 0");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "not a valid tracing filter");

@@ -54,6 +54,12 @@ pub enum RequestError {
     /// No configured size has the requested method.
     #[error("no thumbnail of that kind is configured")]
     NoSuchThumbnailSize,
+    /// The render did not finish within `thumbnails.render_timeout` (slot wait included).
+    #[error("the thumbnail was not rendered within {0:?}")]
+    RenderTimedOut(Duration),
+    /// `thumbnails.max_queued` renders already wait for a slot.
+    #[error("too many thumbnails are waiting to be rendered")]
+    RenderQueueFull,
     /// A render was lost (its task panicked or the runtime is stopping).
     #[error("thumbnailing failed: {0}")]
     RenderFailed(&'static str),
@@ -94,6 +100,7 @@ impl From<ThumbnailError> for RequestError {
     fn from(error: ThumbnailError) -> Self {
         match error {
             ThumbnailError::SourceTooLarge { .. } => RequestError::ThumbnailSourceTooLarge,
+            ThumbnailError::Abandoned => RequestError::RenderFailed("the render was abandoned"),
             other => RequestError::NoThumbnail(other.to_string()),
         }
     }
@@ -146,6 +153,20 @@ impl RequestError {
                 "Cannot find any thumbnails for the requested media",
             ),
             E::NoSuchThumbnailSize => not_found("no thumbnail of that kind is configured"),
+            // Load, not the media: the client may try again later.
+            E::RenderTimedOut(limit) => MatrixError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "M_UNKNOWN",
+                format!(
+                    "the thumbnail could not be rendered within {} ms",
+                    limit.as_millis()
+                ),
+            ),
+            E::RenderQueueFull => MatrixError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "M_LIMIT_EXCEEDED",
+                "too many thumbnails are being rendered; try again later",
+            ),
             E::RenderFailed(why) => bad_gateway(*why),
             E::Capabilities => bad_gateway("the homeserver's capabilities could not be read"),
             E::Panic => MatrixError::new(
@@ -433,6 +454,8 @@ mod tests {
             (E::ThumbnailSourceTooLarge, 413, "M_TOO_LARGE"),
             (E::NoThumbnail("x".into()), 400, "M_UNKNOWN"),
             (E::NoSuchThumbnailSize, 404, "M_NOT_FOUND"),
+            (E::RenderTimedOut(Duration::from_secs(1)), 503, "M_UNKNOWN"),
+            (E::RenderQueueFull, 503, "M_LIMIT_EXCEEDED"),
             (E::RenderFailed("x"), 502, "M_UNKNOWN"),
             (E::Capabilities, 502, "M_UNKNOWN"),
             (E::Panic, 500, "M_UNKNOWN"),

@@ -26,7 +26,10 @@ use crate::ipfs::multicodec::{DAG_PB, RAW};
 use crate::ipfs::test_encode::{encode_car, encode_file_node};
 use crate::ipfs::unixfs::{decode_file, FileLink, FileNode, UnixfsError, MAX_FILE_SIZE, MAX_LINKS};
 use crate::ipfs::verify::{identity_block, verify_block, MAX_BLOCK_SIZE};
-use crate::ipfs::walk::{next_from_car, CarWalkError, FileWalker, WalkError, MAX_DEPTH};
+use crate::ipfs::walk::{
+    block_budget, next_from_car, CarWalkError, FileWalker, WalkError, DEFAULT_MAX_BLOCKS,
+    MAX_DEPTH, MAX_EMPTY_LINKS,
+};
 use crate::media::media_id::{self, IpfsMedia, IPFS_PREFIX};
 use crate::media::range::{self, Ranged};
 use crate::media::thumbnail::{probe, Limits, ThumbnailError};
@@ -201,8 +204,40 @@ pub fn unixfs_node(data: &[u8]) {
     }
 }
 
-/// A built node: its CID, file size, file bytes and height (0: no links).
-type Built = (Cid, u64, Vec<u8>, u32);
+/// A built node: its CID, file size, file bytes and height (0: no links), and what walking its
+/// subtree costs against the walk's budget (a repeated child is walked, and paid for, again).
+#[derive(Clone)]
+struct Built {
+    cid: Cid,
+    size: u64,
+    bytes: Vec<u8>,
+    height: u32,
+    /// Blocks the walk accepts for this subtree, identity children included.
+    blocks: u64,
+    /// Links with `blocksize` 0 in this subtree.
+    empty_links: u64,
+}
+
+impl Built {
+    fn leaf(cid: Cid, bytes: Vec<u8>) -> Built {
+        Built {
+            cid,
+            size: bytes.len() as u64,
+            bytes,
+            height: 0,
+            blocks: 1,
+            empty_links: 0,
+        }
+    }
+
+    /// Whether a walk of this DAG stays within the budget the walk enforces
+    /// ([`block_budget`], the default absolute cap, [`MAX_EMPTY_LINKS`]): a consistent DAG
+    /// over it is refused as `TooCostly` by design, however valid its blocks.
+    fn within_budget(&self) -> bool {
+        self.empty_links <= MAX_EMPTY_LINKS
+            && self.blocks <= block_budget(self.size).min(DEFAULT_MAX_BLOCKS)
+    }
+}
 
 /// A file DAG built from fuzz bytes with real hashes, so mutations do not just break hashes.
 struct DagBuilder<'a> {
@@ -256,7 +291,7 @@ impl DagBuilder<'_> {
                 let len = usize::from(self.byte().unwrap_or(0));
                 let data = self.take(len).to_vec();
                 let cid = self.cid(RAW, &data, kind);
-                (cid, data.len() as u64, data, 0)
+                Built::leaf(cid, data)
             }
             // A dag-pb file node with its own data and up to 7 children.
             1 => {
@@ -266,25 +301,38 @@ impl DagBuilder<'_> {
                 let mut links = Vec::new();
                 let mut content = own.clone();
                 let mut height = 0;
+                let (mut blocks, mut empty_links) = (1, 0);
                 for _ in 0..children {
                     if depth >= 40 || self.nodes >= 512 || self.pos >= self.input.len() {
                         break;
                     }
-                    let (cid, size, bytes, child_height) = self.node(depth + 1);
-                    height = height.max(child_height + 1);
+                    let child = self.node(depth + 1);
+                    height = height.max(child.height + 1);
+                    blocks += child.blocks;
+                    empty_links += child.empty_links + u64::from(child.size == 0);
                     // Sometimes a parent lies about a child's size.
                     let blocksize = if kind & 0x20 != 0 && self.byte().unwrap_or(0) == 0xff {
                         self.consistent = false;
-                        size + 1
+                        child.size + 1
                     } else {
-                        size
+                        child.size
                     };
-                    links.push(FileLink { cid, blocksize });
-                    content.extend_from_slice(&bytes);
+                    links.push(FileLink {
+                        cid: child.cid,
+                        blocksize,
+                    });
+                    content.extend_from_slice(&child.bytes);
                 }
                 let block = encode_file_node(&own, &links);
                 let cid = self.cid(DAG_PB, &block, kind);
-                (cid, content.len() as u64, content, height)
+                Built {
+                    cid,
+                    size: content.len() as u64,
+                    bytes: content,
+                    height,
+                    blocks,
+                    empty_links,
+                }
             }
             // A literal dag-pb block (may be anything; its links are likely unresolvable).
             2 => {
@@ -292,14 +340,14 @@ impl DagBuilder<'_> {
                 let block = self.take(len).to_vec();
                 self.known = false;
                 let cid = self.cid(DAG_PB, &block, kind);
-                (cid, 0, Vec::new(), 0)
+                Built::leaf(cid, Vec::new())
             }
             // The previous node again (a file with repeated chunks).
             _ => match self.last.clone() {
                 Some(last) => last,
                 None => {
                     let cid = self.cid(RAW, b"", kind);
-                    (cid, 0, Vec::new(), 0)
+                    Built::leaf(cid, Vec::new())
                 }
             },
         };
@@ -420,7 +468,8 @@ fn new_walked() -> Walked {
 /// `data[1..3]` and `data[3..5]` are `s` and `e`/`n` (u16 LE).
 ///
 /// Asserts: no panic; never more bytes than the root's filesize; a complete walk yields exactly
-/// the filesize (and, for a built DAG whose sizes are consistent, exactly the file's bytes);
+/// the filesize (and, for a built DAG whose sizes are consistent and whose cost is within the
+/// walk's budget, exactly the file's bytes);
 /// a ranged walk over the same blocks completes when the whole walk does and yields exactly
 /// the range's slice of the whole file (never more than the range); a corrupted block or an
 /// unexpected CID is a bad block that leaves the walk unchanged; no empty chunks.
@@ -493,10 +542,15 @@ pub fn walk(data: &[u8]) {
             known: true,
             last: None,
         };
-        let (root, _, content, height) = builder.node(0);
-        // A node with links deeper than MAX_DEPTH ends the walk (TooDeep).
-        let expected =
-            (builder.consistent && builder.known && height <= MAX_DEPTH).then_some(content);
+        let built = builder.node(0);
+        // A node with links deeper than MAX_DEPTH ends the walk (TooDeep); a DAG costlier than
+        // its file's size justifies ends it too (TooCostly).
+        let expected = (builder.consistent
+            && builder.known
+            && built.height <= MAX_DEPTH
+            && built.within_budget())
+        .then_some(built.bytes);
+        let root = built.cid;
         let full = walk_from_map(
             FileWalker::new(root, None),
             &builder.blocks,

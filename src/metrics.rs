@@ -73,6 +73,8 @@ pub struct Metrics {
     pub token_checks: Family<Outcome, Counter>,
     pub token_cache_hits: Counter,
     pub thumbnails_rendered: Counter<u64, AtomicU64>,
+    pub thumbnail_renders_started: Counter,
+    pub thumbnail_refusals: Family<Outcome, Counter>,
     pub denylist_refusals: Counter,
     pub denylist_rules: Gauge<i64, AtomicI64>,
     pub denylist_reloads: Family<Outcome, Counter>,
@@ -117,6 +119,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         token_checks: Family::default(),
         token_cache_hits: Counter::default(),
         thumbnails_rendered: Counter::default(),
+        thumbnail_renders_started: Counter::default(),
+        thumbnail_refusals: Family::default(),
         denylist_refusals: Counter::default(),
         denylist_rules: Gauge::default(),
         denylist_reloads: Family::default(),
@@ -194,6 +198,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "thumbnails_rendered",
         "Thumbnails made",
         m.thumbnails_rendered.clone(),
+    );
+    registry.register(
+        "thumbnail_renders_started",
+        "Thumbnail renders that got a render slot",
+        m.thumbnail_renders_started.clone(),
+    );
+    registry.register(
+        "thumbnail_refusals",
+        "Thumbnail renders refused for load: the queue full, or the render timeout",
+        m.thumbnail_refusals.clone(),
     );
     registry.register(
         "denylist_refusals",

@@ -9,15 +9,26 @@
 //! requests that map to the same configured size share one entry and one render. The size
 //! depends on the source's dimensions, which are remembered per CID once seen, so a later
 //! request finds its entry without the source or a decode.
+//!
+//! Bounds on rendering (README, Limits and security):
+//! - at most `max_concurrent` renders run, each on a blocking thread holding a slot until
+//!   that thread really ends, so runaway decoders never outnumber the slots;
+//! - at most `max_queued` renders (each holding its source) wait for a slot; past that, 503;
+//! - `render_timeout` bounds the wait for a slot plus the render: the client is answered at
+//!   the deadline and the thread stops at its next checkpoint;
+//! - a render whose requests have all gone (the future dropped) leaves the queue at once, and
+//!   a running one stops at its next checkpoint.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cid::Cid;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::access_log::CacheOutcome;
 use crate::body::{self, Body};
@@ -28,7 +39,8 @@ use crate::media::media_id::IpfsMedia;
 use crate::media::query::MediaQuery;
 use crate::media::sniff;
 use crate::media::thumbnail::{
-    self, dynamic_size, from_query, render, select_size, Limits, ThumbnailRequest, ThumbnailSize,
+    self, dynamic_size, from_query, render_until, select_size, Limits, ThumbnailRequest,
+    ThumbnailSize,
 };
 use crate::resolve::Resolver;
 use crate::respond::content::{Content, Waits};
@@ -46,7 +58,13 @@ pub struct Thumbnailer {
     dynamic: bool,
     limits: Limits,
     /// Decoding is CPU- and memory-heavy: at most this many at once.
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// Renders waiting for a slot (each holding its source), at most `max_queued`.
+    queued: AtomicUsize,
+    max_queued: usize,
+    /// The longest a render may take, its wait for a slot included.
+    render_timeout: Duration,
+
     /// Renders under way, so concurrent requests for one thumbnail share one.
     rendering: Mutex<HashMap<(Cid, ThumbnailRequest), Arc<Render>>>,
     /// Sources' dimensions as displayed, by CID: the size a request maps to, without the source.
@@ -59,14 +77,18 @@ impl Thumbnailer {
         sizes: Vec<ThumbnailSize>,
         dynamic: bool,
         limits: Limits,
-        concurrency: usize,
+        bounds: RenderBounds,
     ) -> Self {
         Self {
             cache,
             sizes,
             dynamic,
             limits,
-            permits: Semaphore::new(concurrency.max(1)),
+            permits: Arc::new(Semaphore::new(bounds.concurrency.max(1))),
+            queued: AtomicUsize::new(0),
+            max_queued: bounds.max_queued,
+            render_timeout: bounds.render_timeout,
+
             rendering: Mutex::new(HashMap::new()),
             dimensions: moka::sync::Cache::new(KNOWN_DIMENSIONS),
         }
@@ -137,15 +159,30 @@ impl Thumbnailer {
                 }
                 other => other.into(),
             })?;
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RequestError::RenderFailed("shutting down"))?;
+        let timeout = self.render_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let permit = match tokio::time::timeout_at(deadline, self.slot()).await {
+            Ok(slot) => slot?,
+            Err(_) => {
+                refused("timeout");
+                return Err(RequestError::RenderTimedOut(timeout));
+            }
+        };
         let (sizes, dynamic, limits) = (self.sizes.clone(), self.dynamic, self.limits);
         let (cache, dimensions, cid) =
             (self.cache.clone(), self.dimensions.clone(), media.canonical);
-        let made = tokio::task::spawn_blocking(move || -> Result<_, thumbnail::ThumbnailError> {
+        // Set when this future is dropped (every waiter gone) or the deadline passes.
+        let abandon = AbandonOnDrop(Arc::new(AtomicBool::new(false)));
+        let abandoned = Arc::clone(&abandon.0);
+        let task = tokio::task::spawn_blocking(move || -> Result<_, thumbnail::ThumbnailError> {
+            // The slot goes with this thread: it is free again only when the thread ends, so
+            // at most `max_concurrent` renders ever run, abandoned ones included.
+            let _permit = permit;
+            let go_on = || !abandoned.load(Ordering::Relaxed);
+            // Queued on the blocking pool after its client left: never start.
+            if !go_on() {
+                return Err(thumbnail::ThumbnailError::Abandoned);
+            }
             let info = thumbnail::probe(&source, &source_type, &limits)?;
             dimensions.insert(cid, (info.width, info.height));
             let Some(size) = size_for(dynamic, &sizes, &wanted, (info.width, info.height)) else {
@@ -156,14 +193,31 @@ impl Thumbnailer {
             if let Some(item) = cache.get(&key) {
                 return Ok(Some(item));
             }
-            let t = render(&source, &source_type, size, wanted.animated, &limits)?;
+            let t = render_until(
+                &source,
+                &source_type,
+                size,
+                wanted.animated,
+                &limits,
+                &go_on,
+            )?;
             crate::metrics::METRICS.thumbnails_rendered.inc();
             let item = Arc::new(CachedMedia::new(t.bytes.into(), Some(t.content_type)));
             cache.insert(key, Arc::clone(&item));
             Ok(Some(item))
-        })
-        .await
-        .map_err(|_| RequestError::RenderFailed("thumbnailing failed"))?;
+        });
+        crate::metrics::METRICS.thumbnail_renders_started.inc();
+        // At the deadline the client is answered; `abandon` drops and the thread stops at its
+        // next checkpoint (a decode in progress finishes first: its work is bounded by the
+        // limits checked in the probe), keeping its slot until then.
+        let made = match tokio::time::timeout_at(deadline, task).await {
+            Ok(joined) => joined.map_err(|_| RequestError::RenderFailed("thumbnailing failed"))?,
+            Err(_) => {
+                refused("timeout");
+                return Err(RequestError::RenderTimedOut(timeout));
+            }
+        };
+        drop(abandon);
         match made {
             Ok(Some(item)) => Ok(item),
             // Synapse's answers for media it has no such thumbnail of.
@@ -174,6 +228,71 @@ impl Thumbnailer {
             }
         }
     }
+}
+
+impl Thumbnailer {
+    /// A render slot: at once when one is free, else after waiting in the bounded queue.
+    /// Dropping the future leaves the queue (the source it holds is freed with it).
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        let closed = || RequestError::RenderFailed("shutting down");
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(closed()),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let Some(_spot) = QueueSpot::take(&self.queued, self.max_queued) else {
+            refused("queue_full");
+            return Err(RequestError::RenderQueueFull);
+        };
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())
+    }
+}
+
+/// How renders are bounded (the `thumbnails` keys of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct RenderBounds {
+    pub concurrency: usize,
+    pub max_queued: usize,
+    pub render_timeout: Duration,
+}
+
+/// One place in the queue for a render slot, given back when dropped.
+struct QueueSpot<'a>(&'a AtomicUsize);
+
+impl<'a> QueueSpot<'a> {
+    fn take(queued: &'a AtomicUsize, max: usize) -> Option<Self> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QueueSpot(queued))
+    }
+}
+
+impl Drop for QueueSpot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tells a running render to stop at its next checkpoint when dropped.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn refused(reason: &'static str) {
+    crate::metrics::METRICS
+        .thumbnail_refusals
+        .get_or_create(&crate::metrics::Outcome { outcome: reason })
+        .inc();
 }
 
 /// The size a thumbnail request maps to: its own box in dynamic mode, else the configured

@@ -21,18 +21,26 @@
 //! A cache can key on the CID, [`select_size`]'s answer (from [`probe()`]'s size) and
 //! `animated`: [`render()`] of those is deterministic.
 //!
-//! # Memory bound per decode
+//! # Memory and work bound per render
 //! Sources over [`Limits::max_source_bytes`] are refused before parsing; sources whose
-//! header claims `width * height >= max_pixels` are refused after reading the header only.
-//! Past that, one call holds at most: the source bytes, one decoded image of at most
-//! `max_pixels` pixels at up to 8 bytes a pixel (16-bit RGBA; 3-4 bytes for the usual 8-bit
-//! RGB(A), and a JPEG shrunk while decoding holds 1/4 to 1/64 of that), a conversion copy at
-//! 4 bytes a pixel for 16-bit sources, and the resizer's intermediate (thumbnail width x
-//! source height). The decoders are also given an allocation cap ([`Limits::decoder_alloc`],
-//! `8 * max_pixels + 64 MiB`), so the worst case with the defaults is about 320 MiB. An
-//! animation holds one decoded canvas (plus the decoder's compositing canvas) at a time,
-//! its thumbnail frames, and stops being animated past [`Limits::max_frames`] frames or
+//! header claims `width * height >= max_pixels`, or whose decoded image (width x height x
+//! the bytes a pixel of its colour type takes: 16-bit channels and alpha included) would be
+//! over [`Limits::max_decoded_bytes`], are refused after reading the header only. Past that,
+//! one call holds at most: the source bytes, the decoded image (at most `max_decoded_bytes`;
+//! a JPEG shrunk while decoding holds 1/4 to 1/64 of it), an 8-bit copy of a 16-bit or float
+//! image (at most half of it, while the decoded one is freed) and the resizer's intermediate
+//! (thumbnail width x source height, at most the decoded size). So the worst case is
+//! `2 x max_decoded_bytes + max_source_bytes`: 320 MiB at the defaults. The decoders are also
+//! given an allocation cap ([`Limits::decoder_alloc`]) as a second line of defence. An
+//! animation holds one decoded canvas (plus the decoder's compositing canvas) at a time, its
+//! thumbnail frames, and stops being animated past [`Limits::max_frames`] frames or
 //! [`Limits::max_animation_pixels`] decoded pixels in all.
+//!
+//! Work is bounded the same way: a decoder cannot be interrupted, so what makes it slow is
+//! refused from the header. A progressive JPEG decodes every scan over the whole image (a
+//! real one has about 10), so one with more than [`Limits::max_jpeg_scans`] scans is refused.
+//! [`render_until`] also stops at its next checkpoint (between decode, resize and encode,
+//! and between animation frames) once its caller has given up.
 
 mod decode;
 mod encode;
@@ -44,7 +52,7 @@ pub mod select;
 
 pub use params::{from_query, parse_query, Method, ParamError, ThumbnailRequest};
 pub use probe::{probe, SourceInfo};
-pub use render::render;
+pub use render::{render, render_until};
 pub use select::{dynamic_size, output_size, select_size, ThumbnailSize, DEFAULT_SIZES};
 
 /// Bounds on the work and memory one thumbnail may take.
@@ -59,7 +67,16 @@ pub struct Limits {
     pub max_frames: usize,
     /// An animation whose frames add up to more decoded pixels gives a still thumbnail.
     pub max_animation_pixels: u64,
+    /// Sources whose decoded image would take more bytes are not thumbnailed.
+    pub max_decoded_bytes: u64,
+    /// JPEGs with more scans (SOS markers) are not thumbnailed.
+    pub max_jpeg_scans: usize,
 }
+
+/// 32 Mpx of 8-bit RGBA, or 16 Mpx of 16-bit RGBA.
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 128 << 20;
+/// Progressive JPEGs from libjpeg, mozjpeg and Photoshop have 6 to 12 scans.
+pub const DEFAULT_MAX_JPEG_SCANS: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -68,15 +85,17 @@ impl Default for Limits {
             max_source_bytes: 64 * 1024 * 1024,
             max_frames: 100,
             max_animation_pixels: 64 * 1024 * 1024,
+            max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
+            max_jpeg_scans: DEFAULT_MAX_JPEG_SCANS,
         }
     }
 }
 
 impl Limits {
-    /// The allocation cap handed to the decoders: room for one 16-bit RGBA image of
-    /// `max_pixels`, plus slack for their own tables.
+    /// The allocation cap handed to the decoders: room for one decoded image of
+    /// `max_decoded_bytes`, plus slack for their own tables.
     pub fn decoder_alloc(&self) -> u64 {
-        self.max_pixels.saturating_mul(8).saturating_add(64 << 20)
+        self.max_decoded_bytes.saturating_add(64 << 20)
     }
 }
 
@@ -100,6 +119,20 @@ pub enum ThumbnailError {
     /// More pixels than [`Limits::max_pixels`]: refused from the header, before decoding.
     #[error("image of {width}x{height} pixels is too large to thumbnail")]
     TooLarge { width: u32, height: u32 },
+    /// A JPEG with more scans than [`Limits::max_jpeg_scans`]: refused before decoding.
+    #[error("JPEG with more than {max} scans")]
+    TooManyScans { max: usize },
+    /// The decoded image would be over [`Limits::max_decoded_bytes`].
+    #[error("image of {width}x{height} pixels would decode to {bytes} bytes, over {max}")]
+    TooManyBytes {
+        width: u32,
+        height: u32,
+        bytes: u64,
+        max: u64,
+    },
+    /// The caller gave up (client gone, deadline passed): stopped at a checkpoint.
+    #[error("the render was abandoned")]
+    Abandoned,
     /// More bytes than [`Limits::max_source_bytes`].
     #[error("source of {len} bytes is larger than the {max} bytes thumbnailed")]
     SourceTooLarge { len: usize, max: usize },

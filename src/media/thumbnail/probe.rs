@@ -55,9 +55,28 @@ pub fn probe(
         // The decoders we build in are the only ones we trust with untrusted bytes.
         return Err(ThumbnailError::Unsupported(format!("{format:?} images")));
     }
+    if format == ImageFormat::Jpeg
+        && jpeg_scans(source, limits.max_jpeg_scans) > limits.max_jpeg_scans
+    {
+        return Err(ThumbnailError::TooManyScans {
+            max: limits.max_jpeg_scans,
+        });
+    }
     let mut decoder = header_decoder(source, format, limits)?;
     let (stored_width, stored_height) = decoder.dimensions();
     check_pixels(stored_width, stored_height, limits)?;
+    // The colour type says what the decoder will allocate: 16-bit RGBA is 8 bytes a pixel.
+    let bytes = u64::from(stored_width)
+        * u64::from(stored_height)
+        * u64::from(decoder.color_type().bytes_per_pixel());
+    if bytes > limits.max_decoded_bytes {
+        return Err(ThumbnailError::TooManyBytes {
+            width: stored_width,
+            height: stored_height,
+            bytes,
+            max: limits.max_decoded_bytes,
+        });
+    }
     // A broken EXIF block is ignored, as Synapse ignores it.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (width, height) = if swaps_axes(orientation) {
@@ -74,6 +93,47 @@ pub fn probe(
         orientation,
         output,
     })
+}
+
+/// How many scans (SOS markers) a JPEG has, counting no further than `max + 1`: one pass
+/// over the marker segments, skipping entropy-coded data (where `FF 00` is a stuffed byte and
+/// `FF D0`-`FF D7` are restart markers). A broken structure stops the count; the decoder then
+/// refuses the file itself.
+pub(crate) fn jpeg_scans(source: &[u8], max: usize) -> usize {
+    const SOS: u8 = 0xDA;
+    const EOI: u8 = 0xD9;
+    let mut scans = 0;
+    let mut i = 2; // past SOI
+    while i + 1 < source.len() && scans <= max {
+        if source[i] != 0xFF {
+            return scans;
+        }
+        let marker = source[i + 1];
+        i += 2;
+        match marker {
+            // Fill bytes before a marker.
+            0xFF => i -= 1,
+            EOI => return scans,
+            // Markers without a length.
+            0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let Some(len) = source.get(i..i + 2) else {
+                    return scans;
+                };
+                i += usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if marker == SOS {
+                    scans += 1;
+                    // Entropy-coded data runs to the next marker that is not a restart.
+                    while i + 1 < source.len()
+                        && (source[i] != 0xFF || matches!(source[i + 1], 0x00 | 0xD0..=0xD7))
+                    {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    scans
 }
 
 /// A decoder that has read the header (and, for JPEG, the markers before the pixels).
@@ -158,6 +218,20 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn jpeg_scans_are_counted_through_entropy_data() {
+        // SOI, DQT (length 4), SOS (length 3) + data with a stuffed FF 00 and a restart
+        // marker, SOS again, EOI.
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x04, 1, 2, 0xFF, 0xDA, 0x00, 0x03, 9, 1, 0xFF, 0x00, 2,
+            0xFF, 0xD3, 3, 0xFF, 0xDA, 0x00, 0x03, 9, 4, 0xFF, 0xD9,
+        ];
+        assert_eq!(jpeg_scans(&jpeg, 64), 2);
+        assert_eq!(jpeg_scans(&jpeg, 0), 1, "counting stops past the limit");
+        assert_eq!(jpeg_scans(&jpeg[..12], 64), 1);
+        assert_eq!(jpeg_scans(b"\xFF\xD8garbage", 64), 0);
     }
 
     #[test]

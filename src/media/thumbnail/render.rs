@@ -25,16 +25,41 @@ pub fn render(
     animated: bool,
     limits: &Limits,
 ) -> Result<Thumbnail, ThumbnailError> {
+    render_until(source, source_type, target, animated, limits, &|| true)
+}
+
+/// [`render`], asking `go_on` at each checkpoint (before decoding, after it, between
+/// animation frames, before encoding) and stopping with [`ThumbnailError::Abandoned`] once it
+/// says no. A decode in progress is not interrupted: its work is bounded by [`Limits`].
+pub fn render_until(
+    source: &[u8],
+    source_type: &str,
+    target: ThumbnailSize,
+    animated: bool,
+    limits: &Limits,
+    go_on: &dyn Fn() -> bool,
+) -> Result<Thumbnail, ThumbnailError> {
+    let checkpoint = || {
+        if go_on() {
+            Ok(())
+        } else {
+            Err(ThumbnailError::Abandoned)
+        }
+    };
     catch_unwind(AssertUnwindSafe(|| {
         let info = probe(source, source_type, limits)?;
         let plan = Plan::new(&info, target);
+        checkpoint()?;
         if animated {
-            if let Some(thumbnail) = render_animated(source, &info, &plan, limits)? {
+            if let Some(thumbnail) = render_animated(source, &info, &plan, limits, &checkpoint)? {
                 return Ok(thumbnail);
             }
         }
         let decoded = decode_still(source, &info, plan.need, limits)?;
+        checkpoint()?;
         let pixels = plan.apply(&decoded)?;
+        drop(decoded);
+        checkpoint()?;
         let (bytes, content_type) = encode_still(pixels, info.output)?;
         Ok(Thumbnail {
             bytes,
@@ -51,8 +76,13 @@ fn render_animated(
     info: &SourceInfo,
     plan: &Plan,
     limits: &Limits,
+    checkpoint: &dyn Fn() -> Result<(), ThumbnailError>,
 ) -> Result<Option<Thumbnail>, ThumbnailError> {
-    let Some(frames) = decode_animation(source, info, limits, |frame| plan.apply(&frame))? else {
+    let shrink = |frame| {
+        checkpoint()?;
+        plan.apply(&frame)
+    };
+    let Some(frames) = decode_animation(source, info, limits, shrink)? else {
         return Ok(None);
     };
     Ok(Some(Thumbnail {

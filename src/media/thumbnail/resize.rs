@@ -58,6 +58,9 @@ impl Pixels {
             DynamicImage::ImageLumaA8(b) => (Layout::La8, b.into_raw()),
             DynamicImage::ImageRgb8(b) => (Layout::Rgb8, b.into_raw()),
             DynamicImage::ImageRgba8(b) => (Layout::Rgba8, b.into_raw()),
+            // Grey stays grey: the 8-bit copy is then at most half the decoded bytes.
+            DynamicImage::ImageLuma16(_) => (Layout::L8, image.into_luma8().into_raw()),
+            DynamicImage::ImageLumaA16(_) => (Layout::La8, image.into_luma_alpha8().into_raw()),
             other if other.color().has_alpha() => (Layout::Rgba8, other.into_rgba8().into_raw()),
             other => (Layout::Rgb8, other.into_rgb8().into_raw()),
         };
