@@ -25,25 +25,24 @@ pub(crate) fn encode_still(
     let mut bytes = Vec::new();
     if output == Output::Jpeg && !pixels.uses_transparency() {
         let pixels = pixels.without_alpha();
-        JpegEncoder::new_with_quality(&mut bytes, JPEG_QUALITY)
-            .write_image(
-                &pixels.data,
-                pixels.width,
-                pixels.height,
-                color(pixels.layout),
-            )
-            .map_err(internal)?;
-        return Ok((bytes, "image/jpeg"));
-    }
-    PngEncoder::new(&mut bytes)
-        .write_image(
-            &pixels.data,
-            pixels.width,
-            pixels.height,
-            color(pixels.layout),
+        write(
+            JpegEncoder::new_with_quality(&mut bytes, JPEG_QUALITY),
+            &pixels,
         )
         .map_err(internal)?;
+        return Ok((bytes, "image/jpeg"));
+    }
+    write(PngEncoder::new(&mut bytes), &pixels).map_err(internal)?;
     Ok((bytes, "image/png"))
+}
+
+fn write(encoder: impl ImageEncoder, pixels: &Pixels) -> Result<(), image::ImageError> {
+    encoder.write_image(
+        &pixels.data,
+        pixels.width,
+        pixels.height,
+        color(pixels.layout),
+    )
 }
 
 /// Encodes RGBA frames as a looping animated GIF.
