@@ -45,7 +45,7 @@ async fn readers_that_never_read_are_ended_and_give_everything_back() {
         raise_descriptor_limit();
         let hs = HomeserverStub::new();
         let proxy = ProxyBuilder::new(hs.start().await)
-            .server_line("idle_timeout = \"2s\"")
+            .server_line("idle_timeout = \"6s\"")
             .start()
             .await;
         let request = "GET /stream/8388608 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -91,7 +91,7 @@ async fn readers_that_never_read_are_ended_and_give_everything_back() {
 
         // No byte moves for idle_timeout: the proxy ends them, and lets go of the homeserver
         // connections with them. Only the test's own sockets are left.
-        support::until("the stalled connections are ended", 10, || {
+        support::until("the stalled connections are ended", 20, || {
             descriptors() <= fds_before + CLIENTS + 8
         })
         .await;
