@@ -299,9 +299,9 @@ impl Shared {
     /// behind; past the memory budget, stop keeping chunks for the cache and wait while this
     /// fetch's readers have chunks left to take.
     async fn wait_for_room(&self) {
+        let budget = Arc::clone(&self.lock().budget);
         loop {
             let notified = self.changed.notified();
-            let budget = Arc::clone(&self.lock().budget);
             let freed = budget.freed();
             {
                 let mut s = self.lock();
