@@ -26,16 +26,34 @@ const RESERVED_FDS: u64 = 64;
 pub struct Ceiling {
     slots: Arc<Semaphore>,
     max: usize,
+    /// About what one connection holds while it is open (its buffers, both ways).
+    per_connection: u64,
 }
 
 /// One open connection's slot; the connection's task holds it until the socket is closed.
-pub type Slot = OwnedSemaphorePermit;
+/// Given back, it tells the allocator what the connection held (see `allocator`): after a
+/// crowd of connections is closed at once (an idle timeout ending hundreds of stalled
+/// readers) their buffers would otherwise stay resident.
+#[derive(Debug)]
+pub struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    ceiling: Ceiling,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let open = self.ceiling.max - self.ceiling.slots.available_permits().min(self.ceiling.max);
+        let per_connection = self.ceiling.per_connection;
+        crate::allocator::freed(per_connection, open as u64 * per_connection);
+    }
+}
 
 impl Ceiling {
     /// `configured` connections, or (0) what the open-file limit allows: each client
     /// connection may need a homeserver connection too, so half of what is left after
-    /// [`RESERVED_FDS`].
-    pub fn new(configured: usize) -> Self {
+    /// [`RESERVED_FDS`]. `per_connection` is about what one holds while open.
+    pub fn new(configured: usize, per_connection: u64) -> Self {
         let max = match configured {
             0 => derived_from_fd_limit(),
             n => n,
@@ -43,6 +61,7 @@ impl Ceiling {
         Self {
             slots: Arc::new(Semaphore::new(max)),
             max,
+            per_connection,
         }
     }
 
@@ -52,7 +71,11 @@ impl Ceiling {
 
     /// A slot, or `None` when every one is taken (the connection is then closed at once).
     pub fn try_enter(&self) -> Option<Slot> {
-        Arc::clone(&self.slots).try_acquire_owned().ok()
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
+        Some(Slot {
+            permit: Some(permit),
+            ceiling: self.clone(),
+        })
     }
 }
 
@@ -219,12 +242,12 @@ mod tests {
 
     #[test]
     fn the_ceiling_refuses_past_its_slots() {
-        let ceiling = Ceiling::new(2);
+        let ceiling = Ceiling::new(2, 0);
         let a = ceiling.try_enter().unwrap();
         let _b = ceiling.try_enter().unwrap();
         assert!(ceiling.try_enter().is_none());
         drop(a);
         assert!(ceiling.try_enter().is_some());
-        assert!(Ceiling::new(0).max() >= 16);
+        assert!(Ceiling::new(0, 0).max() >= 16);
     }
 }

@@ -77,7 +77,11 @@ impl Server {
             header_read_timeout: config.server.header_read_timeout,
             connection_buffer: config.server.connection_buffer.as_u64() as usize,
             workers: config.server.workers,
-            ceiling: Ceiling::new(config.server.max_connections),
+            // Up to one buffer each way to the client and to the homeserver: about two.
+            ceiling: Ceiling::new(
+                config.server.max_connections,
+                2 * config.server.connection_buffer.as_u64(),
+            ),
             timeouts: Timeouts {
                 first_byte: config.server.first_byte_timeout,
                 idle: config.server.idle_timeout,

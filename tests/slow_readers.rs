@@ -101,6 +101,12 @@ async fn readers_that_never_read_are_ended_and_give_everything_back() {
         })
         .await;
         support::control(&proxy).await;
+        // The last of them to close are given back at most a second later (the allocator
+        // collects at most once a second); a reader's buffers that stayed would not be.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rss_bytes() >= rss_before + 24 * MIB && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let rss_after = rss_bytes();
         eprintln!(
             "RSS before {} MiB, during {} MiB, after {} MiB",
@@ -108,10 +114,19 @@ async fn readers_that_never_read_are_ended_and_give_everything_back() {
             rss_during / MIB,
             rss_after / MIB
         );
+        // Their buffers are handed back to the system once they are closed (see
+        // `allocator`): without that, RSS stays near its peak (+92 MiB here, +49 MiB in a
+        // CI run), with it it ends at or below its start.
         assert!(
-            rss_after < rss_before + 32 * MIB,
+            rss_after < rss_before + 24 * MIB,
             "RSS stayed {} MiB above",
-            (rss_after - rss_before) / MIB
+            rss_after.saturating_sub(rss_before) / MIB
+        );
+        assert!(
+            rss_during - rss_after > held * 2 / 3,
+            "only {} of {} MiB given back",
+            rss_during.saturating_sub(rss_after) / MIB,
+            held / MIB
         );
     })
     .await;
