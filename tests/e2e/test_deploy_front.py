@@ -1,5 +1,7 @@
-"""Issue #8: the shipped reverse-proxy configs in front of the real stack. Debian nginx with
-`deploy/nginx/ipfs-media-proxy.conf` and Debian Caddy with `deploy/caddy/Caddyfile`'s routes
+"""Issues #8 and #18: the shipped reverse-proxy configs in front of the real stack, both ways
+to route: everything through the proxy, and media only (the rest straight to Synapse).
+Debian nginx with `deploy/nginx/ipfs-media-proxy{,-media-only}.conf` and Debian Caddy with
+`deploy/caddy/Caddyfile`'s snippets
 (plain HTTP on 127.0.0.1, see support/fronts.py) in front of the suite's proxy, which is in
 front of Synapse. Through each front a client logs in, makes a room, posts an ipfs media event,
 finds it by syncing and downloads it on the legacy and authenticated routes: the exact bytes
@@ -24,12 +26,14 @@ TIMEOUT = 30
 CLIENT_ADDRESS = "127.0.0.2"  # loopback too; only the source of the client's connections
 
 
-@pytest.fixture(params=["nginx", "caddy"])
-def front(request, proxy, env):
-    kind = request.param
+@pytest.fixture(params=[("nginx", "all"), ("caddy", "all"), ("nginx", "media-only"), ("caddy", "media-only")],
+                ids=lambda param: "-".join(param))
+def front(request, proxy, synapse, env):
+    kind, mode = request.param
     if Front.binary(kind) is None:
         pytest.skip(f"{kind} is not installed (Debian package `{kind}`)")
-    server = Front(kind, proxy.port, env.log_dir, env.pid_dir)
+    homeserver_port = int(synapse.url.rsplit(":", 1)[1].rstrip("/"))
+    server = Front(kind, proxy.port, env.log_dir, env.pid_dir, mode=mode, homeserver_port=homeserver_port)
     try:
         yield server.start()
     finally:
@@ -60,6 +64,7 @@ def test_matrix_and_ipfs_media_through_the_front(front, proxy, synapse, ipfs):
     data = media.png() + random.randbytes(64)
     cid = ipfs.add(data, "front.png")
     account = synapse.register(f"front-{front.kind}-{secrets.token_hex(3)}")
+    start = proxy.log_mark()
 
     with client_session(CLIENT_ADDRESS) as http:
         versions = http.get(f"{base}/_matrix/client/versions", timeout=TIMEOUT)
@@ -120,6 +125,18 @@ def test_matrix_and_ipfs_media_through_the_front(front, proxy, synapse, ipfs):
         assert found is not None, "the ipfs media event did not come back in sync through the front"
         server_name, media_id = found["content"]["url"][len("mxc://"):].split("/", 1)
         assert media_id == f"ipfs:{cid}"
+
+        # The capabilities answer is the proxy's in both modes (it edits it when advertising).
+        capabilities = http.get(f"{base}/_matrix/client/v3/capabilities", headers=auth, timeout=TIMEOUT)
+        assert capabilities.status_code == 200, capabilities.text[:300]
+        proxy.wait_access(start, "/_matrix/client/v3/capabilities")
+        # Which of the earlier requests went through the proxy: all, or (media-only) none.
+        passed = [line.get("path", "") for line in proxy.access_lines(start)]
+        for path in ("/_matrix/client/v3/login", "/_matrix/client/v3/createRoom", "/_matrix/client/v3/sync"):
+            if front.mode == "all":
+                assert path in passed, f"{path} did not pass through the proxy: {passed}"
+            else:
+                assert path not in passed, f"media-only: {path} went through the proxy"
 
         # downloads: legacy (plain and with the colon encoded), authenticated, a range
         mark = proxy.log_mark()

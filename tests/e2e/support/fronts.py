@@ -20,17 +20,36 @@ from requests.adapters import HTTPAdapter
 from .procs import Service, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
-NGINX_SNIPPET = REPO / "deploy" / "nginx" / "ipfs-media-proxy.conf"
+NGINX_SNIPPETS = {
+    "all": REPO / "deploy" / "nginx" / "ipfs-media-proxy.conf",
+    "media-only": REPO / "deploy" / "nginx" / "ipfs-media-proxy-media-only.conf",
+}
 CADDYFILE = REPO / "deploy" / "caddy" / "Caddyfile"
+CADDY_SNIPPETS = {"all": "ipfs_media_proxy", "media-only": "ipfs_media_proxy_media_only"}
 SHIPPED_UPSTREAM = "127.0.0.1:8009"
+#: Synapse, in the media-only snippets (everything but media goes straight there)
+SHIPPED_HOMESERVER = "127.0.0.1:8008"
 SERVER_NAME = "matrix.example.org"
 
 
 class Front:
-    """A running nginx or Caddy on 127.0.0.1:`port` whose upstream is `upstream_port`."""
+    """A running nginx or Caddy on 127.0.0.1:`port` whose upstream is `upstream_port`.
 
-    def __init__(self, kind: str, upstream_port: int, log_dir: Path, pid_dir: Path) -> None:
+    `mode` picks the shipped routing: "all" (everything through the proxy) or "media-only"
+    (media routes through the proxy, the rest straight to `homeserver_port`)."""
+
+    def __init__(
+        self,
+        kind: str,
+        upstream_port: int,
+        log_dir: Path,
+        pid_dir: Path,
+        mode: str = "all",
+        homeserver_port: int | None = None,
+    ) -> None:
         self.kind = kind
+        self.mode = mode
+        self.homeserver_port = homeserver_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # nginx's workers run as `nobody` when the suite runs as root: a world-readable folder
@@ -49,12 +68,19 @@ class Front:
     def binary(kind: str) -> str | None:
         return shutil.which(kind) or (f"/usr/sbin/{kind}" if os.path.exists(f"/usr/sbin/{kind}") else None)
 
+    def _adapt(self, snippet: str, where: Path, upstream_port: int) -> str:
+        """The shipped addresses replaced by the suite's ports."""
+        assert SHIPPED_UPSTREAM in snippet, f"{where}: no upstream {SHIPPED_UPSTREAM}"
+        snippet = snippet.replace(SHIPPED_UPSTREAM, f"127.0.0.1:{upstream_port}")
+        if self.mode == "media-only":
+            assert SHIPPED_HOMESERVER in snippet, f"{where}: no homeserver {SHIPPED_HOMESERVER}"
+            assert self.homeserver_port, "media-only needs the homeserver's port"
+            snippet = snippet.replace(SHIPPED_HOMESERVER, f"127.0.0.1:{self.homeserver_port}")
+        return snippet
+
     def _nginx(self, upstream_port: int, log_dir: Path) -> tuple[list, dict]:
-        snippet = NGINX_SNIPPET.read_text()
-        assert SHIPPED_UPSTREAM in snippet, f"{NGINX_SNIPPET}: no upstream {SHIPPED_UPSTREAM}"
-        (self.dir / "ipfs-media-proxy.conf").write_text(
-            snippet.replace(SHIPPED_UPSTREAM, f"127.0.0.1:{upstream_port}")
-        )
+        path = NGINX_SNIPPETS[self.mode]
+        (self.dir / "ipfs-media-proxy.conf").write_text(self._adapt(path.read_text(), path, upstream_port))
         error_log = log_dir / "nginx-front.error.log"
         (self.dir / "nginx.conf").write_text(f"""\
 worker_processes 1;
@@ -82,16 +108,15 @@ http {{
 
     def _caddy(self, upstream_port: int) -> tuple[list, dict]:
         text = CADDYFILE.read_text()
-        found = re.search(r"^\(ipfs_media_proxy\) *\{.*?^\}", text, re.S | re.M)
-        assert found, f"{CADDYFILE}: no (ipfs_media_proxy) snippet"
-        snippet = found.group(0)
-        assert SHIPPED_UPSTREAM in snippet, f"{CADDYFILE}: no upstream {SHIPPED_UPSTREAM}"
-        snippet = snippet.replace(SHIPPED_UPSTREAM, f"127.0.0.1:{upstream_port}")
+        name = CADDY_SNIPPETS[self.mode]
+        found = re.search(rf"^\({name}\) *\{{.*?^\}}", text, re.S | re.M)
+        assert found, f"{CADDYFILE}: no ({name}) snippet"
+        snippet = self._adapt(found.group(0), CADDYFILE, upstream_port)
         config = self.dir / "Caddyfile"
         config.write_text(
             "{\n\tadmin off\n\tauto_https off\n}\n\n"
             f"{snippet}\n\n"
-            f"http://127.0.0.1:{self.port} {{\n\tbind 127.0.0.1\n\timport ipfs_media_proxy\n}}\n"
+            f"http://127.0.0.1:{self.port} {{\n\tbind 127.0.0.1\n\timport {name}\n}}\n"
         )
         env = dict(os.environ, HOME=str(self.dir), XDG_DATA_HOME=str(self.dir / "data"),
                    XDG_CONFIG_HOME=str(self.dir / "config"))
