@@ -103,6 +103,40 @@ fn main() {
             "Pillow not available via {python}: set THUMBNAIL_BENCH_PYTHON for the comparison"
         ),
     }
+
+    // Bytes: every client downloads these for every image it shows.
+    let png_path = out.join("drawing-1000x700.png");
+    if !png_path.exists() {
+        pillow(&python, &script, "make-png", &png_path);
+    }
+    for (path, ty) in [(&source_path, "image/jpeg"), (&png_path, "image/png")] {
+        let Ok(source) = std::fs::read(path) else {
+            continue;
+        };
+        let theirs = Command::new(&python)
+            .arg(&script)
+            .arg("sizes")
+            .arg(path)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+        println!("bytes of {} ({} bytes):", path.display(), source.len());
+        for size in DEFAULT_SIZES {
+            let ours = render(&source, ty, size, false, &limits)
+                .expect("thumbnail")
+                .bytes
+                .len();
+            let key = format!("{}x{}-{}", size.width, size.height, size.method);
+            match theirs.as_ref().and_then(|t| t[&key].as_u64()) {
+                Some(pillow) => println!(
+                    "  {key:<13} ours {ours:>8}  pillow {pillow:>8}  ours/pillow {:.2}",
+                    ours as f64 / pillow as f64
+                ),
+                None => println!("  {key:<13} ours {ours:>8}"),
+            }
+        }
+    }
 }
 
 fn pillow(python: &str, script: &Path, command: &str, path: &PathBuf) -> bool {

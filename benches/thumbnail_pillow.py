@@ -1,11 +1,15 @@
 """The Pillow side of `cargo bench --bench thumbnail` (which runs this script itself).
 
-    python thumbnail_pillow.py make PATH    # writes the 12-megapixel test JPEG
-    python thumbnail_pillow.py bench PATH   # times Synapse's way of thumbnailing it
+    python thumbnail_pillow.py make PATH        # writes the 12-megapixel test JPEG
+    python thumbnail_pillow.py make-png PATH    # writes a 1000x700 drawing-like test PNG
+    python thumbnail_pillow.py bench PATH       # times Synapse's way of thumbnailing it
+    python thumbnail_pillow.py sizes PATH       # bytes of Synapse's thumbnails of PATH
 
 `bench` prints one JSON object of median seconds: `five_from_one_decode` (what Synapse does
 on upload: one decode, the five default sizes resized with LANCZOS and saved, JPEG quality
 80) and `one_800x600` (what one thumbnail costs from the file: open, decode, resize, save).
+`sizes` prints the byte length of each default size's thumbnail, keyed `WxH-method`, saved as
+Synapse saves them (JPEG quality 80 from a JPEG, Pillow's default PNG from a PNG).
 """
 
 import io
@@ -32,6 +36,18 @@ def make(path):
     Image.merge("RGB", (r, g, b)).save(path, quality=90)
 
 
+def make_png(path):
+    # Flat colours with soft edges, as in a screenshot or a drawing: compresses well, so
+    # an encoder's PNG settings show.
+    w, h = 1000, 700
+    img = Image.new("RGB", (w, h), (240, 240, 235))
+    for i in range(12):
+        box = Image.new("RGB", (180, 120), (30 + 18 * i, 90 + 9 * i, 200 - 12 * i))
+        img.paste(box, (40 + (i % 4) * 235, 60 + (i // 4) * 210))
+    img = img.resize((w // 2, h // 2), Image.LANCZOS).resize((w, h), Image.LANCZOS)
+    img.save(path)
+
+
 def aspect(src_w, src_h, max_w, max_h):
     # Synapse's Thumbnailer.aspect.
     if max_w * src_h < max_h * src_w:
@@ -39,7 +55,7 @@ def aspect(src_w, src_h, max_w, max_h):
     return max((max_h * src_w) // src_h, 1), max_h
 
 
-def thumbnail(img, w, h, method):
+def thumbnail(img, w, h, method, form="JPEG"):
     src_w, src_h = img.size
     if method == "crop":
         if w * src_h > h * src_w:
@@ -55,7 +71,10 @@ def thumbnail(img, w, h, method):
         tw, th = aspect(src_w, src_h, w, h)
         out = img.resize((min(src_w, tw), min(src_h, th)), Image.LANCZOS)
     buf = io.BytesIO()
-    out.save(buf, "JPEG", quality=80)
+    if form == "JPEG":
+        out.save(buf, "JPEG", quality=80)
+    else:
+        out.save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -86,6 +105,13 @@ if __name__ == "__main__":
     command, path = sys.argv[1], sys.argv[2]
     if command == "make":
         make(path)
+    elif command == "make-png":
+        make_png(path)
+    elif command == "sizes":
+        with Image.open(path) as img:
+            img.load()
+            form = "JPEG" if img.format == "JPEG" else "PNG"
+            print(json.dumps({f"{w}x{h}-{m}": len(thumbnail(img, w, h, m, form)) for w, h, m in SIZES}))
     elif command == "bench":
         print(json.dumps({
             "pillow": Image.__version__,
