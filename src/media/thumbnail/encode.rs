@@ -107,3 +107,65 @@ fn color(layout: Layout) -> ExtendedColorType {
         Layout::Rgba8 => ExtendedColorType::Rgba8,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photo(width: u32, height: u32) -> Pixels {
+        let data = (0..width * height)
+            .flat_map(|i| {
+                let (x, y) = (i % width, i / width);
+                [(x * 3) as u8, (y * 5) as u8, ((x ^ y) * 7) as u8]
+            })
+            .collect();
+        Pixels {
+            width,
+            height,
+            layout: Layout::Rgb8,
+            data,
+        }
+    }
+
+    /// The luma component's sampling factors from the JPEG's SOF0 header.
+    fn luma_sampling(jpeg: &[u8]) -> (u8, u8) {
+        let at = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline SOF0");
+        // FF C0, length (2), precision, height (2), width (2), components, then per
+        // component: id, sampling (H << 4 | V), table.
+        let factors = jpeg[at + 11];
+        (factors >> 4, factors & 0x0F)
+    }
+
+    #[test]
+    fn jpeg_thumbnails_are_4_2_0_like_pillows() {
+        let (bytes, ty) = encode_still(photo(64, 48), Output::Jpeg).unwrap();
+        assert_eq!(ty, "image/jpeg");
+        // Luma 2x2 against chroma 1x1 is 4:2:0; 4:4:4 would be 1x1.
+        assert_eq!(luma_sampling(&bytes), (2, 2));
+        let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let px = back.get_pixel(10, 20).0;
+        let want = [30u8, 100, ((10 ^ 20) * 7) as u8];
+        for (got, want) in px.iter().zip(want) {
+            assert!(got.abs_diff(want) < 40, "{px:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn png_thumbnails_are_not_written_at_the_fastest_level() {
+        let (bytes, ty) = encode_still(photo(64, 48), Output::Png).unwrap();
+        assert_eq!(ty, "image/png");
+        let idat = bytes
+            .windows(4)
+            .position(|w| w == b"IDAT")
+            .expect("an IDAT chunk");
+        // The zlib header's level bits: 78 01 is zlib's fastest, what `image` writes by
+        // default; Pillow's default level writes 78 9C (or 78 5E / 78 DA).
+        assert_eq!(bytes[idat + 4], 0x78);
+        assert_ne!(bytes[idat + 5], 0x01, "fastest deflate level");
+        let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(back.as_raw(), &photo(64, 48).data);
+    }
+}
