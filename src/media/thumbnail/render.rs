@@ -101,8 +101,9 @@ struct Plan {
     height: u32,
     /// The output size before orientation (swapped for quarter turns).
     stored_out: (u32, u32),
-    /// The part of the source that is kept, as fractions of the stored image (a centre
-    /// crop is symmetric, so flips and turns only swap the axes).
+    /// The part of the source that is kept, as fractions of the stored image: where it
+    /// starts and how much of each side.
+    start: (f64, f64),
     keep: (f64, f64),
     orientation: Orientation,
     /// The smallest decoded size that still shrinks (never enlarges) to the output.
@@ -114,24 +115,32 @@ impl Plan {
         let (width, height) = output_size(info.width, info.height, target);
         // Crop as Synapse does: scale to cover the box, keep the centre. As fractions of
         // the displayed source: the side that overflows keeps only the box's share.
-        let (sw, sh) = (f64::from(info.width), f64::from(info.height));
-        let (ow, oh) = (f64::from(width), f64::from(height));
-        let keep_displayed = match target.method {
-            Method::Scale => (1.0, 1.0),
-            Method::Crop
-                if u64::from(width) * u64::from(info.height)
-                    > u64::from(height) * u64::from(info.width) =>
-            {
-                (1.0, ((oh * sw / ow) / sh).min(1.0))
-            }
-            Method::Crop => (((ow * sh / oh) / sw).min(1.0), 1.0),
-        };
+        let (start_displayed, keep_displayed) = synapse_crop(info, target.method, width, height);
         let turned = swaps_axes(info.orientation);
-        let (stored_out, keep) = if turned {
-            ((height, width), (keep_displayed.1, keep_displayed.0))
+        let (stored_out, keep, start) = if turned {
+            (
+                (height, width),
+                (keep_displayed.1, keep_displayed.0),
+                (start_displayed.1, start_displayed.0),
+            )
         } else {
-            ((width, height), keep_displayed)
+            ((width, height), keep_displayed, start_displayed)
         };
+        // An offset counted from the top or left as displayed is counted from the other end
+        // of a stored axis that the orientation reverses.
+        let reversed = reversed_axes(info.orientation);
+        let start = (
+            if reversed.0 {
+                1.0 - start.0 - keep.0
+            } else {
+                start.0
+            },
+            if reversed.1 {
+                1.0 - start.1 - keep.1
+            } else {
+                start.1
+            },
+        );
         let need = (
             (f64::from(stored_out.0) / keep.0).ceil() as u32,
             (f64::from(stored_out.1) / keep.1).ceil() as u32,
@@ -140,6 +149,7 @@ impl Plan {
             width,
             height,
             stored_out,
+            start,
             keep,
             orientation: info.orientation,
             need,
@@ -152,8 +162,8 @@ impl Plan {
         let (dw, dh) = (f64::from(decoded.width), f64::from(decoded.height));
         let (kw, kh) = (dw * self.keep.0, dh * self.keep.1);
         let region = Region {
-            left: (dw - kw) / 2.0,
-            top: (dh - kh) / 2.0,
+            left: dw * self.start.0,
+            top: dh * self.start.1,
             width: kw,
             height: kh,
         };
@@ -164,6 +174,47 @@ impl Plan {
         let mut image = small.into_dynamic()?;
         image.apply_orientation(self.orientation);
         Ok(Pixels::from_dynamic(image))
+    }
+}
+
+/// What Synapse keeps of the displayed source, as fractions `(start, keep)` per axis: for
+/// a crop it scales the source to cover the box with integer sides (floor), then cuts the
+/// box from the middle at an integer offset (floor), so an odd overflow leaves the extra
+/// pixel on the right or bottom (`Thumbnailer.crop`). Worked out the same way here, so a
+/// crop sits where Synapse's does, to the pixel.
+fn synapse_crop(
+    info: &SourceInfo,
+    method: Method,
+    width: u32,
+    height: u32,
+) -> ((f64, f64), (f64, f64)) {
+    let (src_w, src_h) = (u64::from(info.width), u64::from(info.height));
+    let (w, h) = (u64::from(width), u64::from(height));
+    if method == Method::Scale || src_w == 0 || src_h == 0 {
+        return ((0.0, 0.0), (1.0, 1.0));
+    }
+    let share = |offset: u64, part: u64, whole: u64| {
+        let whole = whole.max(part) as f64;
+        (offset as f64 / whole, part as f64 / whole)
+    };
+    if w * src_h > h * src_w {
+        let scaled_h = (w * src_h) / src_w;
+        let (top, keep) = share(scaled_h.saturating_sub(h) / 2, h, scaled_h);
+        ((0.0, top), (1.0, keep))
+    } else {
+        let scaled_w = (h * src_w) / src_h;
+        let (left, keep) = share(scaled_w.saturating_sub(w) / 2, w, scaled_w);
+        ((left, 0.0), (keep, 1.0))
+    }
+}
+
+/// Which stored axes (x, y) run the other way once the image is oriented for display.
+fn reversed_axes(o: Orientation) -> (bool, bool) {
+    match o {
+        Orientation::NoTransforms | Orientation::Rotate90FlipH => (false, false),
+        Orientation::FlipHorizontal | Orientation::Rotate270 => (true, false),
+        Orientation::FlipVertical | Orientation::Rotate90 => (false, true),
+        Orientation::Rotate180 | Orientation::Rotate270FlipH => (true, true),
     }
 }
 
@@ -185,6 +236,36 @@ mod tests {
             orientation,
             output: Output::Jpeg,
         }
+    }
+
+    #[test]
+    fn crop_offsets_round_as_synapses() {
+        // 1000x500 to 95x95: Synapse scales to 190x95 and cuts from x = (190 - 95) // 2 = 47,
+        // not from the exact middle (47.5).
+        let plan = Plan::new(
+            &info(1000, 500, Orientation::NoTransforms),
+            ThumbnailSize::new(95, 95, Method::Crop),
+        );
+        assert_eq!(plan.start, (47.0 / 190.0, 0.0));
+        assert_eq!(plan.keep, (95.0 / 190.0, 1.0));
+        // Turned upside down, the same displayed offset is counted from the stored right.
+        let plan = Plan::new(
+            &info(1000, 500, Orientation::Rotate180),
+            ThumbnailSize::new(95, 95, Method::Crop),
+        );
+        assert_eq!(plan.start, (48.0 / 190.0, 0.0));
+        // A quarter turn: displayed 500x1000, the stored x axis is the displayed y axis.
+        let plan = Plan::new(
+            &info(1000, 500, Orientation::Rotate90),
+            ThumbnailSize::new(95, 95, Method::Crop),
+        );
+        assert_eq!(plan.start, (47.0 / 190.0, 0.0));
+        assert_eq!(plan.keep, (95.0 / 190.0, 1.0));
+        let plan = Plan::new(
+            &info(1000, 500, Orientation::Rotate270),
+            ThumbnailSize::new(95, 95, Method::Crop),
+        );
+        assert_eq!(plan.start, (48.0 / 190.0, 0.0));
     }
 
     #[test]
