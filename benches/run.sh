@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness in one command (issue #7); see benches/README.md.
 #
-#   bash benches/run.sh            # full run, about 8 minutes on 2 cores
+#   bash benches/run.sh            # full run, about 11 minutes on 2 cores
 #   bash benches/run.sh --smoke    # a few seconds per scenario (CI: keeps it working, judges no speed)
 #   bash benches/run.sh --only 1,3 --rounds 1 --duration 3    # a subset, shorter
 #   bash benches/run.sh --perf --only 1,3,4 --rounds 1        # perf profiles of the proxy
@@ -86,7 +86,7 @@ install_jsipfs() {
     echo "$want" > "$node_dir/.e2e-stamp"
 }
 if [[ -n $wants9 ]]; then
-    install_jsipfs
+    install_jsipfs || { echo "benches/run.sh: could not install js-ipfs for scenario 9 (skip it with --only)" >&2; exit 2; }
 fi
 
 extra=()
