@@ -789,6 +789,226 @@ class Bench:
             "gateway_requests": {k: after[k] - before[k] for k in ("path_requests", "car_requests", "raw_requests")},
             "expected_requests": n}
 
+    # --- uploads stored on IPFS: through the proxy vs straight to the store's add ----------
+
+    def start_ipfs_node(self):
+        """A real js-ipfs node (the e2e suite's, installed under .e2e/node), offline, loopback."""
+        jsipfs = self.opts.jsipfs
+        if not os.path.exists(jsipfs):
+            raise HarnessError(f"{jsipfs} is missing: benches/run.sh installs it (as tests/e2e/run.sh does)")
+        repo = os.path.join(OUT, "ipfs9")
+        shutil.rmtree(repo, ignore_errors=True)
+        api, gw, rpc = free_port(), free_port(), free_port()
+        cfg = os.path.join(OUT, "ipfs9.config.json")
+        with open(cfg, "w") as f:
+            # As tests/e2e/support/ipfs.py: no peers, no routing, nothing but loopback.
+            json.dump({"Addresses": {"Swarm": [], "Announce": [], "NoAnnounce": [],
+                                     "API": f"/ip4/127.0.0.1/tcp/{api}", "Gateway": f"/ip4/127.0.0.1/tcp/{gw}",
+                                     "RPC": f"/ip4/127.0.0.1/tcp/{rpc}", "Delegates": []},
+                       "Bootstrap": [], "Discovery": {"MDNS": {"Enabled": False}, "webRTCStar": {"Enabled": False}},
+                       "Routing": {"Type": "none"}, "Pubsub": {"Enabled": False}}, f)
+        env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
+        env.update(IPFS_PATH=repo, NO_UPDATE_NOTIFIER="1",
+                   NODE_OPTIONS=f"--require {os.path.join(ROOT, 'tests/e2e/support/polyfill.cjs')}")
+        init = self.procs.start("ipfs-init", [jsipfs, "init", "--emptyRepo", "--defaultConfig", cfg], env=env)
+        try:
+            if init.wait(timeout=120) != 0:
+                raise HarnessError("jsipfs init failed; see benches/out/logs/ipfs-init.log")
+        except subprocess.TimeoutExpired:
+            raise HarnessError("jsipfs init did not finish in 120 s")
+        p = self.procs.start("ipfs", [jsipfs, "daemon", "--offline", "--enable-preload=false"], env=env)
+        url = f"http://127.0.0.1:{api}"
+        deadline = time.time() + 120
+        while True:
+            if p.poll() is not None:
+                raise HarnessError(f"js-ipfs exited with {p.returncode}; see benches/out/logs/ipfs.log")
+            try:
+                status, _ = http_get(url + "/api/v0/version", timeout=2, method="POST")
+                if status == 200:
+                    break
+            except Exception:  # noqa: BLE001 - still starting
+                pass
+            if time.time() > deadline:
+                raise HarnessError("js-ipfs RPC did not answer in 120 s")
+            time.sleep(0.3)
+        return p, url, repo
+
+    def pinned(self, api, cid):
+        try:
+            status, body = http_get(f"{api}/api/v0/pin/ls?arg={cid}&cid-base=base32", timeout=60, method="POST")
+        except urllib.error.HTTPError:
+            return False
+        return status == 200 and cid.encode() in body
+
+    def upload_file(self, mib):
+        """`mib` MiB of fresh random bytes (so no upload finds its blocks already on the node)."""
+        path = os.path.join(OUT, "upload9.bin")
+        with open(path, "wb") as f:
+            for _ in range(mib // 16):
+                f.write(os.urandom(16 << 20))
+            f.write(os.urandom((mib % 16) << 20))
+        return path
+
+    def curl_upload(self, argv, sample_pid, cpu_pids):
+        """One upload with curl; the proxy's VmRSS sampled every 20 ms against the value just
+        before, CPU (utime + stime) of each of `cpu_pids` over it."""
+        samples = []
+        stop = threading.Event()
+
+        def sampler():
+            while not stop.is_set():
+                v = status_kib(sample_pid, "VmRSS:")
+                if v:
+                    samples.append(v)
+                time.sleep(0.02)
+
+        base = status_kib(sample_pid, "VmRSS:")
+        cpu0 = {k: cpu_seconds(v) for k, v in cpu_pids.items()}
+        t = threading.Thread(target=sampler, daemon=True)
+        t.start()
+        answer = os.path.join(OUT, "upload9.answer")
+        try:
+            r = subprocess.run(["curl", "-sS", "-o", answer, "--max-time", "900", "-H", "Expect:", "-w",
+                                "%{http_code} %{size_upload} %{time_total}", *argv],
+                               capture_output=True, text=True, timeout=960)
+        finally:
+            stop.set()
+            t.join()
+        cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in cpu_pids.items()}
+        try:
+            code, size, total = r.stdout.split()
+        except ValueError:
+            raise HarnessError(f"curl upload failed: {r.stderr.strip()[:300]}")
+        with open(answer, "rb") as f:
+            body = f.read()
+        return {"status": int(code), "bytes_sent": int(size), "total_s": float(total),
+                "mib_s": int(size) / 2**20 / float(total) if float(total) else 0.0, "curl_rc": r.returncode,
+                "cpu_s": cpu, "answer": body.decode(errors="replace")[-400:],
+                "rss_base_kib": base, "rss_max_kib": max(samples, default=base),
+                "rss_growth_mib": (max(samples, default=base) - base) / 1024 if base else None,
+                "rss_samples": len(samples)}
+
+    def scenario9(self):
+        mib = self.opts.upload_mib or (8 if self.smoke else 256)
+        big = self.opts.upload_big_mib if self.opts.upload_big_mib is not None else (0 if self.smoke else 1024)
+        # The node's own speed swings by 1.5x from one upload to the next here: 5 rounds, not 3.
+        n_rounds = self.opts.rounds or (1 if self.smoke else 5)
+        log(f"scenario 9-upload: {mib} MiB uploads through the proxy to js-ipfs vs straight to its add, "
+            f"{n_rounds} round(s)" + (f", then {big} MiB once each" if big else ""))
+        node_p, api, repo = self.start_ipfs_node()
+        port = free_port()
+        cfg = os.path.join(OUT, "proxy-upload.toml")
+        with open(cfg, "w") as f:
+            f.write(PROXY9_CONF.format(port=port, upstream=self.upstream, gateway=self.gateway, api=api))
+        proxy_p = self.procs.start("proxy-upload", [self.opts.proxy, "--config", cfg], env=self.proxy_environment())
+        addr = f"127.0.0.1:{port}"
+        try:
+            wait_http(f"http://{addr}{SMALL_PATH}", proxy_p, "proxy-upload")
+            rss_start = status_kib(proxy_p.pid, "VmRSS:")
+            # The add the proxy makes (src/upload/store.rs) for `kubo-v1-256k`, made by curl itself.
+            direct_url = (f"{api}/api/v0/add?cid-version=1&raw-leaves=true&hash=sha2-256&chunker=size-262144"
+                          "&max-file-links=174&trickle=false&wrap-with-directory=false&pin=true&progress=false"
+                          "&cid-base=base32")
+            proxy_url = f"http://{addr}{UPLOAD_PATH}?filename=bench.bin"
+            node_pids = lambda: [node_p.pid] + proc_children(node_p.pid)  # noqa: E731
+
+            def one(label, size_mib):
+                for name, p in (("ipfs", node_p), ("proxy-upload", proxy_p)):
+                    if p.poll() is not None:
+                        raise HarnessError(f"{name} died (exit {p.returncode}); see benches/out/logs/{name}.log")
+                self.check_alive()
+                path = self.upload_file(size_mib)
+                # Written back now, with the previous upload's blocks: otherwise the kernel
+                # flushes them during this upload, whichever variant it is.
+                os.sync()
+                time.sleep(0.5)  # let the allocator and the node settle before the baseline
+                if label == "direct":
+                    argv = ["-F", f"file=@{path};type=application/octet-stream;filename=upload", direct_url]
+                else:
+                    argv = ["-X", "POST", "-T", path, "-H", "Content-Type: application/octet-stream",
+                            "-H", "Authorization: Bearer bench", proxy_url]
+                r = self.curl_upload(argv, proxy_p.pid, {"proxy": [proxy_p.pid], "node": node_pids()})
+                os.unlink(path)
+                r["size"] = size_mib << 20
+                r["mib_s"] = size_mib / r["total_s"] if r["total_s"] else 0.0
+                cid = None
+                if r["status"] == 200:
+                    if label == "direct":
+                        hashes = [json.loads(l).get("Hash") for l in r["answer"].splitlines() if '"Hash"' in l]
+                        cid = hashes[-1] if hashes else None
+                    else:
+                        uri = json.loads(r["answer"]).get("content_uri", "")
+                        cid = uri.rsplit("/ipfs_", 1)[-1] if "/ipfs_" in uri else None
+                r["cid"] = cid
+                r["pinned"] = bool(cid) and self.pinned(api, cid)
+                r["ok"] = r["status"] == 200 and r["bytes_sent"] >= r["size"] and r["pinned"]
+                log(f"  {label:>7} {size_mib} MiB: {r['mib_s']:6.1f} MiB/s  status {r['status']}  pinned {r['pinned']}  "
+                    f"proxy cpu {r['cpu_s']['proxy']:.2f} s  node cpu {r['cpu_s']['node']:.2f} s  "
+                    f"proxy RSS +{r['rss_growth_mib']:.1f} MiB")
+                if not r["ok"]:
+                    raise HarnessError(f"9-upload/{label}: status {r['status']}, pinned {r['pinned']}: {r['answer'][:300]}"
+                                       f"; see benches/out/logs/proxy-upload.log and ipfs.log")
+                return r
+
+            warm = []
+            if not self.smoke:
+                # Warm-up, not counted: the node's JIT and the proxy's first store connection.
+                # 16 MiB is under cache.max_item_bytes, so this one upload is also cached.
+                warm = [one(label, 16) for label in ("direct", "proxy")]
+            runs = {"direct": [], "proxy": []}
+            for rnd in range(n_rounds):
+                # Alternate who goes first: the node's repo grows with every upload.
+                order = ("direct", "proxy") if rnd % 2 == 0 else ("proxy", "direct")
+                for label in order:
+                    prof = self.perf_start("9-upload", proxy_p.pid, 10) if label == "proxy" and rnd == 0 else None
+                    runs[label].append(one(label, mib))
+                    self.perf_finish(prof)
+            big_runs = {}
+            if big:
+                for label in ("direct", "proxy"):
+                    big_runs[label] = one(label, big)
+        finally:
+            self.procs.stop(proxy_p)
+            self.procs.stop(node_p, wait=15)
+            for pid in proc_children(node_p.pid):  # node workers that outlived it
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            shutil.rmtree(repo, ignore_errors=True)
+
+        # The floor under the proxy's CPU: SHA-256 alone over as many bytes (same crate, this
+        # run, the hashing thread's own CPU time).
+        hash_runs = []
+        for _ in range(3):
+            r = subprocess.run([self.opts.benchkit, "hash", "--mib", str(mib)], capture_output=True, text=True,
+                               timeout=300)
+            line = next((l for l in r.stdout.splitlines() if l.startswith("HASH_CPU_S ")), None)
+            if r.returncode != 0 or line is None:
+                raise HarnessError(f"benchkit hash failed: {r.stderr.strip()[:300]}")
+            hash_runs.append(float(line.split()[1]))
+
+        def agg(rs):
+            return {"uploads": len(rs),
+                    "mib_s": statistics.median(r["mib_s"] for r in rs),
+                    "proxy_cpu_s_per_gib": statistics.median(r["cpu_s"]["proxy"] * 2**30 / r["size"] for r in rs),
+                    "node_cpu_s_per_gib": statistics.median(r["cpu_s"]["node"] * 2**30 / r["size"] for r in rs),
+                    "rss_growth_mib_max": max(r["rss_growth_mib"] for r in rs),
+                    "rss_before_mib": min(r["rss_base_kib"] for r in rs) / 1024,
+                    "rss_max_mib": max(r["rss_max_kib"] for r in rs) / 1024,
+                    "runs": rs}
+
+        self.results["scenarios"]["9-upload"] = {
+            "title": "uploads stored on IPFS: through the proxy vs straight to the store's add (js-ipfs)",
+            "kind": "upload", "size": mib << 20, "big_size": big << 20, "profile": "kubo-v1-256k",
+            "variants": {k: agg(v) for k, v in runs.items()},
+            "big": {k: agg([v]) for k, v in big_runs.items()},
+            "sha256_cpu_s": statistics.median(hash_runs), "sha256_runs": hash_runs,
+            "sha256_cpu_s_per_gib": statistics.median(hash_runs) * 1024 / mib,
+            "warm_up": warm, "rss_start_mib": rss_start / 1024 if rss_start else None,
+            "rss_run_max_mib": max(r["rss_max_kib"] for r in [*warm, *runs["proxy"], *big_runs.values()]) / 1024}
+
+
     # --- targets ----------------------------------------------------------------------------
 
     def targets(self):
@@ -913,6 +1133,37 @@ class Bench:
                 f"{rounds(vals).replace('rounds', 'per fetch')}{floor}{beyond}", r,
                 r is not None and r < 1.10 and v["all_complete"] and tr["all_complete"], "< 1.10")
 
+        if "9-upload" in sc:
+            s9 = sc["9-upload"]
+            v = s9["variants"]
+            r, vals = paired(v["proxy"], v["direct"], "mib_s", ratio)
+            mib = s9["size"] >> 20
+            add(f"upload {mib} MiB through the proxy: throughput >= 0.90 x straight to the store's add",
+                f"{v['proxy']['mib_s']:.1f} vs {v['direct']['mib_s']:.1f} MiB/s{rounds(vals)}", r, r >= 0.9, ">= 0.90")
+            g = v["proxy"]["rss_growth_mib_max"]
+            add(f"upload {mib} MiB: proxy RSS growth < 64 MiB",
+                f"{g:.1f} MiB (largest of {v['proxy']['uploads']}; VmRSS {v['proxy']['rss_before_mib']:.0f} MiB "
+                f"before, {v['proxy']['rss_max_mib']:.0f} MiB at most)", g / 64, g < 64, "< 64 MiB")
+            big = s9["big"]
+            if "proxy" in big:
+                bmib = s9["big_size"] >> 20
+                g = big["proxy"]["rss_growth_mib_max"]
+                add(f"upload {bmib} MiB: proxy RSS growth < 64 MiB",
+                    f"{g:.1f} MiB (VmRSS {big['proxy']['rss_before_mib']:.0f} MiB before, "
+                    f"{big['proxy']['rss_max_mib']:.0f} MiB at most)", g / 64, g < 64, "< 64 MiB")
+                rb = big["proxy"]["mib_s"] / big["direct"]["mib_s"]
+                self.results["notes"].append(
+                    f"Upload {bmib} MiB (once each): through the proxy {big['proxy']['mib_s']:.1f} MiB/s, straight "
+                    f"to the node's add {big['direct']['mib_s']:.1f} MiB/s (ratio {rb:.2f}, one pair, not a target).")
+            h = s9["sha256_cpu_s_per_gib"]
+            cpu = [x["cpu_s"]["proxy"] / (h * x["size"] / 2**30) for x in v["proxy"]["runs"]]
+            self.results["notes"].append(
+                f"Upload CPU: the proxy spends {v['proxy']['proxy_cpu_s_per_gib']:.2f} CPU s per GiB uploaded, "
+                f"{statistics.median(cpu):.2f}x SHA-256 alone over as many bytes ({h:.2f} s per GiB, `benchkit "
+                f"hash`, same crate){rounds(cpu).replace('rounds', 'per upload')}; the node spends "
+                f"{v['proxy']['node_cpu_s_per_gib']:.2f} s per GiB taking it from the proxy and "
+                f"{v['direct']['node_cpu_s_per_gib']:.2f} s per GiB taking it from curl.")
+
     # --- output -----------------------------------------------------------------------------
 
     def write(self):
@@ -939,7 +1190,8 @@ class Bench:
             self.start()
             self.results["proxy_config"] = open(os.path.join(OUT, "proxy.toml")).read()
             for n, fn in ((1, self.scenario1), (2, self.scenario2), (3, self.scenario3), (4, self.scenario4),
-                          (5, self.scenario5), (6, self.scenario6), (7, self.scenario7), (8, self.scenario8)):
+                          (5, self.scenario5), (6, self.scenario6), (7, self.scenario7), (8, self.scenario8),
+                          (9, self.scenario9)):
                 if self.want(n):
                     fn()
             self.targets()
@@ -1086,6 +1338,30 @@ def render_markdown(res):
                     f"requests during the fetches: {g['path_requests']} path, {g['car_requests']} CAR, "
                     f"{g['raw_requests']} raw block (expected {s['expected_requests']} path and "
                     f"{s['expected_requests']} CAR). Medians over fetches; CPU is the proxy's utime + stime.", ""]
+    if "9-upload" in sc:
+        s = sc["9-upload"]
+        out += [f"## Uploads stored on IPFS ({s['size'] // 2**20} MiB, js-ipfs's RPC `add`, profile `{s['profile']}`)", "",
+                "| variant | size | uploads | MiB/s | proxy CPU s per GiB | node CPU s per GiB | proxy RSS growth (max) | "
+                "VmRSS before / max during |", "|---|---|---|---|---|---|---|---|"]
+        rows = [(k, s["size"], v) for k, v in s["variants"].items()] + \
+               [(k, s["big_size"], v) for k, v in s["big"].items()]
+        for label, size, v in rows:
+            what = "through the proxy (`POST /_matrix/media/v3/upload`)" if label == "proxy" else \
+                "straight to the node (`curl -F` to `/api/v0/add`)"
+            proxy_only = label == "proxy"
+            out.append(f"| {what} | {size // 2**20} MiB | {v['uploads']} | {fmt(v['mib_s'], nd=1)} | "
+                       f"{fmt(v['proxy_cpu_s_per_gib'] if proxy_only else None, ' s', 2)} | "
+                       f"{fmt(v['node_cpu_s_per_gib'], ' s', 2)} | "
+                       f"{fmt(v['rss_growth_mib_max'] if proxy_only else None, ' MiB', 1)} | "
+                       + (f"{v['rss_before_mib']:.1f} / {v['rss_max_mib']:.1f} MiB |" if proxy_only else "- |"))
+        out.append(f"| SHA-256 alone over {s['size'] // 2**20} MiB (`benchkit hash`, same `sha2` crate; median of 3) | | | | "
+                   f"{fmt(s['sha256_cpu_s_per_gib'], ' s', 2)} | | | |")
+        out += ["", "Every upload is fresh random bytes, checked pinned on the node afterwards (`pin/ls`); the "
+                    "proxy answered only once the node reported the CID the proxy computed. Rounds alternate "
+                    "which variant goes first. RSS growth is against VmRSS just before each upload; the "
+                    f"upload proxy's VmRSS was {fmt(s.get('rss_start_mib'), ' MiB', 1)} once started and at most "
+                    f"{fmt(s.get('rss_run_max_mib'), ' MiB', 1)} over the whole scenario (its warm-up upload, "
+                    "16 MiB, is small enough to be cached, and stays).", ""]
     if res["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     out.append(f"Elapsed: {res.get('elapsed_s', '?')} s. Raw figures: the `.json` beside this file; "
@@ -1204,10 +1480,44 @@ level = "warn"
 """
 
 
+PROXY9_CONF = """# Written by benches/bench.py for scenario 9 (uploads stored on IPFS).
+[server]
+listen = "127.0.0.1:{port}"
+
+[homeserver]
+url = "http://{upstream}"
+
+[[gateways]]
+url = "http://{gateway}"
+
+[media]
+max_bytes = "2GiB"
+
+[upload]
+enabled = true
+# js-ipfs builds every node with at most 174 links: with `unixfs-v1-2025` (1024) any upload
+# over 174 MiB would get another CID from it (a 502, rightly).
+profile = "kubo-v1-256k"
+max_bytes = "2GiB"
+store_timeout = "120s"
+
+[upload.rate]
+requests = 0
+bytes = 0
+
+[upload.store]
+kind = "kubo"
+url = "{api}"
+
+[log]
+level = "warn"
+"""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a few seconds per scenario (CI keeps it working)")
-    ap.add_argument("--only", help="comma-separated scenario numbers (1-8; 8, the pass-through client A/B, only when named)")
+    ap.add_argument("--only", help="comma-separated scenario numbers (1-9; 8, the pass-through client A/B, only when named)")
     ap.add_argument("--duration", type=int, help="seconds per wrk run (default 5, smoke 2)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, smoke 1)")
     ap.add_argument("--perf", action="store_true",
@@ -1215,6 +1525,12 @@ def main():
     ap.add_argument("--proxy-env", action="append", metavar="KEY=VALUE",
                     help="extra environment for the proxy only (experiments: GLIBC_TUNABLES=..., "
                          "IPFS_MEDIA_PROXY_CACHE__MAX_BYTES=...); repeatable")
+    ap.add_argument("--upload-mib", type=int, help="scenario 9: MiB per upload (default 256, smoke 8)")
+    ap.add_argument("--upload-big-mib", type=int,
+                    help="scenario 9: one more upload of this size each way, for the memory bound (default 1024, "
+                         "smoke 0: none)")
+    ap.add_argument("--jsipfs", default=os.path.join(ROOT, ".e2e/node/node_modules/.bin/jsipfs"),
+                    help="scenario 9's store: the js-ipfs CLI the e2e suite installs")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--proxy", default=os.path.join(ROOT, "target/release/ipfs-media-proxy"))
     ap.add_argument("--benchkit", default=os.path.join(OUT, "target/release/benchkit"))

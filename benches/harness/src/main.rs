@@ -603,6 +603,11 @@ async fn upstream(
             st.block.clone(),
             BLOCK as u64,
         ),
+        // Scenario 9: the proxy asks who the uploader is before it stores anything.
+        "/_matrix/client/v3/account/whoami" => json_response(
+            StatusCode::OK,
+            "{\"user_id\":\"@bench:bench.localhost\",\"is_guest\":false}".to_string(),
+        ),
         _ => bytes_response(
             StatusCode::OK,
             "application/json",

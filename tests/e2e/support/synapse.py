@@ -63,6 +63,8 @@ rc_invites:
   per_user: {rate}
 rc_admin_redaction: {rate}
 rc_media_create: {rate}
+# Guests exist so that the upload refusal for them can be checked (test_uploads.py).
+allow_guest_access: true
 """
 
 _LOG_CONFIG = """\
