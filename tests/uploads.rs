@@ -79,18 +79,38 @@ impl StoreStub {
             self.adds.lock().unwrap().push(query);
             return self.add(req).await;
         }
+        // Whether a CID is pinned: Kubo's `pin/ls`, Cluster's `allocations/{cid}`.
+        let listed = if self.cluster {
+            path.strip_prefix("/allocations/")
+                .filter(|_| req.method() == "GET")
+                .map(str::to_owned)
+        } else {
+            (path == "/api/v0/pin/ls").then(|| arg(&query))
+        };
+        if let Some(cid) = listed {
+            return if self.pinned.lock().unwrap().contains(&cid) {
+                text(
+                    StatusCode::OK,
+                    &format!("{{\"Keys\":{{\"{cid}\":{{\"Type\":\"recursive\"}}}}}}"),
+                )
+            } else if self.cluster {
+                text(
+                    StatusCode::NOT_FOUND,
+                    "{\"code\":404,\"message\":\"not found\"}",
+                )
+            } else {
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("{{\"Message\":\"path '{cid}' is not pinned\",\"Code\":0}}"),
+                )
+            };
+        }
         let unpinned = if self.cluster {
             path.strip_prefix("/pins/")
                 .filter(|_| req.method() == "DELETE")
                 .map(str::to_owned)
         } else {
-            (path == "/api/v0/pin/rm").then(|| {
-                query
-                    .split('&')
-                    .find_map(|p| p.strip_prefix("arg="))
-                    .unwrap_or("")
-                    .to_owned()
-            })
+            (path == "/api/v0/pin/rm").then(|| arg(&query))
         };
         if let Some(cid) = unpinned {
             self.unpins.lock().unwrap().push(cid.clone());
@@ -168,6 +188,14 @@ impl StoreStub {
         };
         text(StatusCode::OK, &line)
     }
+}
+
+fn arg(query: &str) -> String {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("arg="))
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn text(status: StatusCode, body: &str) -> Response<StubBody> {
@@ -393,6 +421,24 @@ async fn a_stalling_store_times_out_and_is_unpinned() {
         assert!(s.store.pinned().is_empty());
     })
     .await;
+}
+
+/// The same stall, but the CID was pinned before this upload (another user's identical
+/// file): the failed upload must not remove that pin.
+#[tokio::test]
+async fn a_failed_upload_never_unpins_what_was_pinned_before_it() {
+    for cluster in [false, true] {
+        bounded(30, async {
+            let s = setup(Mode::Stall, cluster, "", "").await;
+            let cid = raw_cid(PNG).to_string();
+            s.store.pinned.lock().unwrap().insert(cid.clone());
+            let (status, answer) = upload(&s.proxy, Some("good"), PNG.to_vec()).await;
+            assert_eq!(status, 502, "{answer}");
+            assert!(s.store.unpins().is_empty(), "{:?}", s.store.unpins());
+            assert_eq!(s.store.pinned(), BTreeSet::from([cid]));
+        })
+        .await;
+    }
 }
 
 #[tokio::test]

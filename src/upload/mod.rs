@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyDataStream;
@@ -225,17 +225,25 @@ impl Uploader {
             allowance,
             ended: None,
             handed_at: None,
+            pinned_before: None,
         }));
         let tee = Tee {
             body: BodyDataStream::new(body),
             progress: Arc::clone(&progress),
+            store: self.store.clone(),
+            check: None,
+            finished: None,
         };
         let added = self.add_watched(tee, &progress).await;
-        let (ended, kept) = {
+        let (ended, kept, pinned_before) = {
             let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
             record.bytes = p.bytes;
-            (p.ended.take(), p.kept.take())
+            (p.ended.take(), p.kept.take(), p.pinned_before)
         };
+        // Ours to undo only when the store did not hold it before and no earlier upload here
+        // was answered with it.
+        let ours_to_undo =
+            |cid: &Cid| pinned_before == Some(false) && !self.stored.contains_key(cid);
         let ours = match ended {
             Some(Ok(imported)) => imported,
             Some(Err(fault)) => {
@@ -260,7 +268,7 @@ impl Uploader {
             Ok(theirs) => theirs,
             Err(error) => {
                 // The store may have pinned our CID just before failing to answer.
-                if !self.stored.contains_key(&ours.cid) {
+                if ours_to_undo(&ours.cid) {
                     self.unpin(&ours.cid, "the store failed").await;
                 }
                 return Err(error);
@@ -286,6 +294,7 @@ impl Uploader {
             tracing::warn!(cid = %ours.cid, user = %user.user_id, "upload refused: the CID is on a denylist");
             METRICS.denylist_refusals.inc();
             self.stored.invalidate(&ours.cid);
+            // Unlike a failure, whoever else pinned it: blocked content does not stay here.
             self.unpin(&ours.cid, "blocked").await;
             return Err(UploadError::Blocked(ours.cid));
         }
@@ -459,12 +468,25 @@ struct Progress {
     /// When the store was last handed something (a chunk, or the end) that it has not yet
     /// asked past: the stall watch.
     handed_at: Option<Instant>,
+    /// Whether the store held our CID pinned before this upload; `None`: unknown (not
+    /// asked, or it could not say), which never unpins.
+    pinned_before: Option<bool>,
 }
 
 /// The client's body as the store reads it, hashed and counted on the way.
 struct Tee {
     body: BodyDataStream<Body>,
     progress: Arc<Mutex<Progress>>,
+    store: Store,
+    /// Once the body has ended and its CID is known: whether the store already pinned it
+    /// (another user's identical file), asked before the stream ends. The store cannot have
+    /// completed this add, and so cannot have pinned anything because of it, before it sees
+    /// the multipart's closing boundary, which follows the end of this stream: so the answer
+    /// is the pinset as it was before this upload, and a failing upload unpins only what it
+    /// pinned itself. (Not `pin=false` then `pin/add`: Cluster's `/add` always pins.) A
+    /// spawned task, so the stream stays `Sync` as the store's request body must be.
+    check: Option<tokio::task::JoinHandle<Result<bool, StoreError>>>,
+    finished: Option<Imported>,
 }
 
 impl Stream for Tee {
@@ -475,6 +497,22 @@ impl Stream for Tee {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(check) = this.check.as_mut() {
+            let answer = std::task::ready!(check.poll_unpin(cx));
+            this.check = None;
+            let mut p = this.progress.lock().unwrap_or_else(|e| e.into_inner());
+            p.pinned_before = match answer {
+                Ok(Ok(pinned)) => Some(pinned),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not ask the store whether the upload's CID was already pinned; it will not be unpinned");
+                    None
+                }
+                Err(_) => None,
+            };
+            p.ended = this.finished.take().map(Ok);
+            p.handed_at = Some(Instant::now());
+            return Poll::Ready(None);
+        }
         {
             let mut p = this.progress.lock().unwrap_or_else(|e| e.into_inner());
             if p.ended.is_some() {
@@ -521,10 +559,17 @@ impl Stream for Tee {
                 Poll::Ready(Some(Err(fault)))
             }
             Poll::Ready(None) => {
-                let imported = p.importer.take().map(Importer::finish);
-                p.ended = imported.map(Ok);
-                p.handed_at = Some(Instant::now());
-                Poll::Ready(None)
+                let Some(imported) = p.importer.take().map(Importer::finish) else {
+                    return Poll::Ready(None);
+                };
+                // Asked before the closing boundary is handed over: see `Tee::check`.
+                let store = this.store.clone();
+                let cid = imported.cid;
+                this.check = Some(tokio::spawn(async move { store.pinned(&cid).await }));
+                this.finished = Some(imported);
+                drop(p);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
         }
     }

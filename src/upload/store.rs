@@ -66,6 +66,8 @@ pub enum StoreError {
     BadAnswer(String),
 }
 
+/// Cheap to clone (the settings and a shared connection pool).
+#[derive(Clone)]
 pub struct Store {
     settings: StoreSettings,
     client: reqwest::Client,
@@ -193,6 +195,117 @@ impl Store {
             });
         }
         last_added_cid(&answer)
+    }
+
+    /// Whether `cid` is pinned on the store now: Kubo's `pin/ls` (recursive), Cluster's
+    /// `allocations/{cid}` (its pinset, whatever the peers' progress).
+    pub async fn pinned(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let result = async {
+            let request = match self.settings.kind {
+                StoreKind::Kubo => {
+                    let mut url = self.endpoint("/api/v0/pin/ls");
+                    url.query_pairs_mut()
+                        .append_pair("arg", &cid.to_string())
+                        .append_pair("type", "recursive");
+                    self.post(url)
+                }
+                StoreKind::Cluster => {
+                    let url = self.endpoint(&format!("/allocations/{cid}"));
+                    let mut request = self.client.get(url);
+                    if let Some(value) = &self.settings.authorization {
+                        request = request.header(http::header::AUTHORIZATION, value.clone());
+                    }
+                    request
+                }
+            };
+            let (status, text) = self.call(request, self.settings.timeout).await?;
+            if status.is_success() {
+                return Ok(true);
+            }
+            // Kubo answers 500 "... is not pinned"; Cluster 404.
+            if status == 404 || text.contains("not pinned") {
+                return Ok(false);
+            }
+            Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: text.chars().take(200).collect(),
+            })
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+
+    /// Pins `cid` recursively, fetching what the store lacks from its own network; waits at
+    /// most `timeout`. Kubo's `pin/add`, Cluster's `POST /pins/{cid}` (with the replication
+    /// factors).
+    pub async fn pin(&self, cid: &Cid, timeout: Duration) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = async {
+            let request = match self.settings.kind {
+                StoreKind::Kubo => {
+                    let mut url = self.endpoint("/api/v0/pin/add");
+                    url.query_pairs_mut()
+                        .append_pair("arg", &cid.to_string())
+                        .append_pair("recursive", "true")
+                        .append_pair("progress", "false");
+                    self.post(url)
+                }
+                StoreKind::Cluster => {
+                    let mut url = self.endpoint(&format!("/pins/{cid}"));
+                    {
+                        let mut query = url.query_pairs_mut();
+                        query.append_pair("name", "matrix-pin");
+                        if self.settings.replication_min > 0 {
+                            query.append_pair(
+                                "replication-min",
+                                &self.settings.replication_min.to_string(),
+                            );
+                        }
+                        if self.settings.replication_max > 0 {
+                            query.append_pair(
+                                "replication-max",
+                                &self.settings.replication_max.to_string(),
+                            );
+                        }
+                    }
+                    self.post(url)
+                }
+            };
+            let (status, text) = self.call(request, timeout).await?;
+            if status.is_success() && !text.contains("\"Message\"") {
+                Ok(())
+            } else {
+                Err(StoreError::Refused {
+                    status: status.as_u16(),
+                    body: text.chars().take(200).collect(),
+                })
+            }
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+
+    /// Sends a small control call, answered whole within `timeout`; its status and
+    /// (bounded) text.
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, String), StoreError> {
+        tokio::time::timeout(timeout, async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+            let status = response.status();
+            let answer = read_answer(response).await?;
+            Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+        })
+        .await
+        .map_err(|_| StoreError::Failed("timed out".to_owned()))?
     }
 
     /// Removes the pin on `cid` (a store that does not hold it is not an error).
