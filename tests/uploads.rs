@@ -541,6 +541,93 @@ async fn the_byte_rate_is_enforced_by_length_and_while_streaming() {
     .await;
 }
 
+/// A body the test feeds chunk by chunk, so that uploads overlap.
+fn fed_body() -> (tokio::sync::mpsc::Sender<Vec<u8>>, reqwest::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
+    });
+    (tx, reqwest::Body::wrap_stream(stream))
+}
+
+fn fed_upload(
+    proxy: &Proxy,
+    length: Option<u64>,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<(u16, serde_json::Value)>,
+) {
+    let (tx, body) = fed_body();
+    let mut request = client()
+        .post(proxy.url("/_matrix/media/v3/upload"))
+        .bearer_auth("good")
+        .body(body);
+    if let Some(length) = length {
+        request = request.header("content-length", length);
+    }
+    let task = tokio::spawn(async move {
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, json(&r.bytes().await.unwrap()))
+    });
+    (tx, task)
+}
+
+/// Uploads running at the same time share one byte allowance: a second upload cannot take
+/// what the first announced, and bytes streamed without a length are charged as they
+/// arrive, so together they never store more than `upload.rate.bytes`.
+#[tokio::test]
+async fn concurrent_uploads_share_the_byte_rate() {
+    bounded(30, async {
+        let s = setup(
+            Mode::Honest,
+            false,
+            "[upload.rate]\nbytes = \"3000B\"\nwindow = \"1h\"",
+            "",
+        )
+        .await;
+        // By Content-Length: the first one's 2000 bytes are reserved while it streams.
+        let (first, first_answer) = fed_upload(&s.proxy, Some(2000));
+        first.send(vec![1; 1000]).await.unwrap();
+        support::until("the first add begins", 5, || s.store.adds().len() == 1).await;
+        let (status, answer) = upload(&s.proxy, Some("good"), vec![2; 2000]).await;
+        assert_eq!(status, 429, "{answer}");
+        assert_eq!(answer["errcode"], "M_LIMIT_EXCEEDED");
+        assert!(answer["retry_after_ms"].as_u64().unwrap() > 3_500_000);
+        first.send(vec![1; 1000]).await.unwrap();
+        drop(first);
+        assert_eq!(first_answer.await.unwrap().0, 200);
+
+        // Without lengths: two uploads of 1000 + 1000 against the 1000 left.
+        let s = setup(
+            Mode::Honest,
+            false,
+            "[upload.rate]\nbytes = \"3000B\"\nwindow = \"1h\"",
+            "",
+        )
+        .await;
+        let (a, a_answer) = fed_upload(&s.proxy, None);
+        let (b, b_answer) = fed_upload(&s.proxy, None);
+        a.send(vec![3; 1000]).await.unwrap();
+        b.send(vec![4; 1000]).await.unwrap();
+        support::until("both adds begin", 5, || s.store.adds().len() == 2).await;
+        a.send(vec![3; 1000]).await.unwrap();
+        b.send(vec![4; 1000]).await.unwrap();
+        drop((a, b));
+        let (a, b) = (a_answer.await.unwrap(), b_answer.await.unwrap());
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 429], "{a:?} {b:?}");
+        let refused = if a.0 == 429 { &a.1 } else { &b.1 };
+        assert_eq!(refused["errcode"], "M_LIMIT_EXCEEDED");
+        assert!(refused["retry_after_ms"].as_u64().is_some());
+        assert_eq!(s.store.pinned().len(), 1);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tokens_are_checked_as_synapse_answers_and_guests_refused() {
     bounded(30, async {

@@ -32,7 +32,7 @@ use crate::ipfs::import::{Imported, Importer, Profile};
 use crate::media::{headers, sniff};
 use crate::metrics::{Outcome, METRICS};
 
-use self::rate::{Allowance, RateLimiter, RateSettings};
+use self::rate::{Charge, RateLimiter, RateSettings};
 use self::store::{Store, StoreError, StoreSettings};
 
 /// How the answered media ID names the CID.
@@ -209,7 +209,7 @@ impl Uploader {
         if announced.is_some_and(|n| n > limit) {
             return Err(UploadError::TooLarge { limit });
         }
-        let allowance = self
+        let charge = self
             .rate
             .start(&user.user_id, announced)
             .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
@@ -222,7 +222,7 @@ impl Uploader {
             keep_limit: self.settings.cache_item_limit,
             bytes: 0,
             limit,
-            allowance,
+            charge: Some(charge),
             ended: None,
             handed_at: None,
             pinned_before: None,
@@ -235,10 +235,16 @@ impl Uploader {
             finished: None,
         };
         let added = self.add_watched(tee, &progress).await;
-        let (ended, kept, pinned_before) = {
+        // Dropped on every failure below, giving the bytes back.
+        let (ended, kept, pinned_before, charge) = {
             let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
             record.bytes = p.bytes;
-            (p.ended.take(), p.kept.take(), p.pinned_before)
+            (
+                p.ended.take(),
+                p.kept.take(),
+                p.pinned_before,
+                p.charge.take(),
+            )
         };
         // Ours to undo only when the store did not hold it before and no earlier upload here
         // was answered with it.
@@ -299,7 +305,9 @@ impl Uploader {
             return Err(UploadError::Blocked(ours.cid));
         }
         self.stored.insert(ours.cid, ());
-        self.rate.charge(&user.user_id, ours.file_size);
+        if let Some(charge) = charge {
+            charge.keep();
+        }
         if let Some(chunks) = kept {
             self.cache_upload(&ours, chunks);
         }
@@ -461,8 +469,9 @@ struct Progress {
     keep_limit: u64,
     bytes: u64,
     limit: u64,
-    /// The rate limit's bytes left for this user.
-    allowance: Allowance,
+    /// This upload's hold on the user's byte allowance, charged as bytes arrive; taken by
+    /// the upload at the end (kept on success, given back otherwise).
+    charge: Option<Charge>,
     /// Set once the body has ended: the import, or why the body failed.
     ended: Option<Result<Imported, UploadError>>,
     /// When the store was last handed something (a chunk, or the end) that it has not yet
@@ -528,12 +537,12 @@ impl Stream for Tee {
                 p.bytes += chunk.len() as u64;
                 let fault = if p.bytes > p.limit {
                     Some(UploadError::TooLarge { limit: p.limit })
-                } else if p.allowance.bytes.is_some_and(|room| p.bytes > room) {
-                    Some(UploadError::RateLimited {
-                        retry_after: p.allowance.wait,
-                    })
                 } else {
-                    None
+                    let total = p.bytes;
+                    p.charge
+                        .as_mut()
+                        .and_then(|charge| charge.cover(total).err())
+                        .map(|retry_after| UploadError::RateLimited { retry_after })
                 };
                 if let Some(fault) = fault {
                     p.ended = Some(Err(fault.clone()));
