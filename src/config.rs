@@ -70,6 +70,13 @@ pub struct UploadConfig {
     pub store_timeout: Duration,
     pub store: Option<UploadStoreConfig>,
     pub rate: UploadRateConfig,
+    /// Pin endpoint: how long a CID's root may take to be found by the gateways (else 404,
+    /// which the client may retry, as MSC2706 says).
+    #[serde(with = "humantime_serde")]
+    pub pin_find_timeout: Duration,
+    /// Pin endpoint: the longest the store may take to pin the whole DAG (its `pin/add`).
+    #[serde(with = "humantime_serde")]
+    pub pin_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -152,6 +159,8 @@ impl Default for UploadConfig {
             store_timeout: Duration::from_secs(60),
             store: None,
             rate: UploadRateConfig::default(),
+            pin_find_timeout: Duration::from_secs(60),
+            pin_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -701,6 +710,12 @@ impl Config {
             return invalid(
                 "upload.store_timeout",
                 "store_timeout and rate.window must be more than zero",
+            );
+        }
+        if upload.pin_find_timeout.is_zero() || upload.pin_timeout.is_zero() {
+            return invalid(
+                "upload.pin_find_timeout",
+                "pin_find_timeout and pin_timeout must be more than zero",
             );
         }
         if self.thumbnails.render_timeout.is_zero() {

@@ -85,6 +85,7 @@ pub struct Metrics {
     pub fetch_bytes_held: Gauge<i64, AtomicI64>,
     pub fetch_budget_events: Family<Outcome, Counter>,
     pub uploads: Family<Outcome, Counter>,
+    pub pins: Family<Outcome, Counter>,
     pub upload_bytes: Counter,
     pub store_requests: Family<StoreOutcome, Counter>,
     pub store_duration: StoreSeconds,
@@ -113,6 +114,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connections_refused: Counter::default(),
         connection_timeouts: Family::default(),
         uploads: Family::default(),
+        pins: Family::default(),
         upload_bytes: Counter::default(),
         store_requests: Family::default(),
         store_duration: Family::new_with_constructor(latency as fn() -> Histogram),
@@ -258,6 +260,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "uploads",
         "Uploads stored on IPFS, by outcome (stored, refused, too_large, rate_limited, blocked, store_error, aborted)",
         m.uploads.clone(),
+    );
+    registry.register(
+        "pins",
+        "Pin requests (POST .../pin/{cid}), by outcome (pinned, refused, invalid, not_found, too_large, rate_limited, blocked, store_error)",
+        m.pins.clone(),
     );
     registry.register(
         "upload_bytes",

@@ -8,6 +8,7 @@
 //! leaves, too large, a store that fails, stalls or reports another CID, a blocked CID)
 //! answers an error, pins nothing that was not pinned before, and caches nothing.
 
+pub mod pin;
 pub mod rate;
 pub mod store;
 
@@ -29,6 +30,7 @@ use crate::denylist::Denylists;
 use crate::forwarding::Peer;
 use crate::homeserver::{Homeserver, Whoami};
 use crate::ipfs::import::{Imported, Importer, Profile};
+use crate::ipfs::pool::Gateways;
 use crate::media::{headers, sniff};
 use crate::metrics::{Outcome, METRICS};
 
@@ -58,6 +60,10 @@ pub struct UploadSettings {
     /// Uploads up to this go into the cache (`cache.max_item_bytes`).
     pub cache_item_limit: u64,
     pub store: StoreSettings,
+    /// Pin endpoint: how long gateways may take to find a CID's root (`upload.pin_find_timeout`).
+    pub pin_find_timeout: Duration,
+    /// Pin endpoint: how long the store's pin may take (`upload.pin_timeout`).
+    pub pin_timeout: Duration,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +84,18 @@ pub enum UploadError {
     StoreMismatch { ours: Cid, theirs: Cid },
     #[error("the CID {0} is on a denylist")]
     Blocked(Cid),
+    /// Pin endpoint: the path does not name a CID.
+    #[error("not a CID: {0}")]
+    NotACid(String),
+    /// Pin endpoint: no gateway found the root within `upload.pin_find_timeout`.
+    #[error("the content was not found within {0:?}")]
+    NotFound(Duration),
+    /// Pin endpoint: found, and not something the proxy could serve as media.
+    #[error("{0}")]
+    NotMedia(String),
+    /// Pin endpoint: a CAR that does not hold exactly the file its path names.
+    #[error("the CAR was refused: {0}")]
+    Car(String),
 }
 
 impl UploadError {
@@ -91,6 +109,8 @@ impl UploadError {
             UploadError::Store(_) | UploadError::StoreTimeout(_) => "store_error",
             UploadError::StoreMismatch { .. } => "store_mismatch",
             UploadError::Blocked(_) => "blocked",
+            UploadError::NotACid(_) | UploadError::NotMedia(_) | UploadError::Car(_) => "invalid",
+            UploadError::NotFound(_) => "not_found",
         }
     }
 }
@@ -102,6 +122,8 @@ pub struct Uploader {
     cache: MediaCache,
     denylist: Arc<Denylists>,
     homeserver: Homeserver,
+    /// Where the pin endpoint looks for a CID's root.
+    gateways: Arc<Gateways>,
     /// The homeserver's `m.upload.size`: `None` until asked, then what it said.
     homeserver_limit: Mutex<Option<Option<u64>>>,
     /// CIDs this process has answered as stored: a failed later upload of the same bytes must
@@ -118,6 +140,7 @@ impl Uploader {
         cache: MediaCache,
         denylist: Arc<Denylists>,
         homeserver: Homeserver,
+        gateways: Arc<Gateways>,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             store: Store::new(settings.store.clone())?,
@@ -126,6 +149,7 @@ impl Uploader {
             cache,
             denylist,
             homeserver,
+            gateways,
             homeserver_limit: Mutex::new(None),
             stored: moka::sync::Cache::new(100_000),
         })
@@ -311,7 +335,7 @@ impl Uploader {
         if let Some(chunks) = kept {
             self.cache_upload(&ours, chunks);
         }
-        let content_uri = format!("mxc://{}/{}", user.server_name(), self.media_id(&ours.cid));
+        let content_uri = self.content_uri(user, &ours.cid);
         tracing::info!(cid = %ours.cid, bytes = ours.file_size, user = %user.user_id, "upload stored on IPFS");
         Ok(answer(&content_uri))
     }
@@ -358,6 +382,11 @@ impl Uploader {
             CacheKey::Media(imported.cid),
             Arc::new(CachedMedia::new(bytes, sniffed)),
         );
+    }
+
+    /// `mxc://<the user's server name>/<media ID>`.
+    fn content_uri(&self, user: &Whoami, cid: &Cid) -> String {
+        format!("mxc://{}/{}", user.server_name(), self.media_id(cid))
     }
 
     fn media_id(&self, cid: &Cid) -> String {
