@@ -555,6 +555,8 @@ fn upload_settings(config: &Config) -> crate::upload::UploadSettings {
         },
         pin_find_timeout: u.pin_find_timeout,
         pin_timeout: u.pin_timeout,
+        spool_dir: u.spool_dir.clone(),
+        max_dag_blocks: config.retrieval.max_dag_blocks,
     }
 }
 

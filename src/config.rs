@@ -77,6 +77,9 @@ pub struct UploadConfig {
     /// Pin endpoint: the longest the store may take to pin the whole DAG (its `pin/add`).
     #[serde(with = "humantime_serde")]
     pub pin_timeout: Duration,
+    /// CAR pins: where their verified blocks are spooled (unlinked temporary files, at most
+    /// about `max_bytes` each); default: the system's temporary directory.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +164,7 @@ impl Default for UploadConfig {
             rate: UploadRateConfig::default(),
             pin_find_timeout: Duration::from_secs(60),
             pin_timeout: Duration::from_secs(600),
+            spool_dir: None,
         }
     }
 }

@@ -533,3 +533,161 @@ async fn the_capability_is_advertised_with_uploads_on() {
     })
     .await;
 }
+
+fn car_of(roots: &[cid::Cid], blocks: &[(cid::Cid, Bytes)]) -> Vec<u8> {
+    support::trustless::encode::encode_car(roots, blocks.iter().map(|(c, b)| (c, b.as_ref())))
+}
+
+async fn pin_car(proxy: &Proxy, cid: &cid::Cid, car: Vec<u8>) -> (StatusCode, serde_json::Value) {
+    pin_at(
+        proxy,
+        &format!("/_matrix/media/v3/pin/{cid}"),
+        Some("good"),
+        "application/vnd.ipld.car",
+        car,
+    )
+    .await
+}
+
+/// The blocks of the CARs the store imported, in order.
+async fn imported_blocks(store: &PinStore) -> Vec<Vec<cid::Cid>> {
+    let cars = store.imported.lock().unwrap().clone();
+    let mut out = Vec::new();
+    for car in cars {
+        let mut reader =
+            ipfs_media_proxy::ipfs::car::CarReader::new(futures_util::stream::iter([Ok::<
+                _,
+                std::io::Error,
+            >(
+                car
+            )]));
+        let mut cids = Vec::new();
+        while let Some((cid, _)) = reader.next_block().await.unwrap() {
+            cids.push(cid);
+        }
+        out.push(cids);
+    }
+    out
+}
+
+/// A CAR that holds its file: every block verified, the DAG walked in whatever order the
+/// CAR had it (ipfs-car writes leaves first; here reversed), and exactly the file's blocks
+/// imported (not the stray one the client added), root pinned. No gateway is asked.
+#[tokio::test]
+async fn a_car_pin_imports_exactly_the_verified_file_blocks() {
+    bounded(30, async {
+        let dag = balanced().await;
+        let small = Dag::load("small-raw.car").await;
+        let s = setup(&[], false, "", "").await;
+        let mut blocks = dag.blocks.clone();
+        blocks.reverse();
+        blocks.insert(3, small.blocks[0].clone());
+        let (status, answer) = pin_car(&s.proxy, &dag.root, car_of(&[dag.root], &blocks)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["content_uri"],
+            format!("mxc://test/ipfs_{}", dag.root)
+        );
+        let imported = imported_blocks(&s.store).await;
+        assert_eq!(imported.len(), 1);
+        let walked: Vec<cid::Cid> = dag.blocks.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            imported[0], walked,
+            "the file's blocks, root first, nothing else"
+        );
+        assert!(s.store.pinned().contains(&dag.root.to_string()));
+        assert_eq!(s.gw.raws() + s.gw.cars(), 0);
+        // ipfs-car's own CAR of one raw block.
+        let (status, answer) = pin_car(&s.proxy, &small.root, Dag::file("small-raw.car")).await;
+        assert_eq!(status, 200, "{answer}");
+        // Already pinned: answered at once, nothing imported again.
+        let (status, _) = pin_car(&s.proxy, &small.root, Dag::file("small-raw.car")).await;
+        assert_eq!(status, 200);
+        assert_eq!(imported_blocks(&s.store).await.len(), 2);
+    })
+    .await;
+}
+
+/// Each broken CAR is refused saying which fault, and nothing of it reaches the store.
+#[tokio::test]
+async fn broken_cars_are_refused_and_nothing_is_imported() {
+    bounded(30, async {
+        let dag = balanced().await;
+        let small = Dag::load("small-raw.car").await;
+        let dir = Dag::load("dir.car").await;
+        let s = setup(&[], false, "max_bytes = \"19999B\"", "").await;
+        let mut tampered = dag.blocks.clone();
+        let mut leaf = tampered[5].1.to_vec();
+        leaf[0] ^= 1;
+        tampered[5].1 = Bytes::from(leaf);
+        let mut missing = dag.blocks.clone();
+        missing.remove(7);
+        let cases: Vec<(&str, cid::Cid, Vec<u8>, u16, &str)> = vec![
+            (
+                "tampered",
+                dag.root,
+                car_of(&[dag.root], &tampered),
+                400,
+                "does not match",
+            ),
+            (
+                "missing",
+                small.root,
+                car_of(&[small.root], &[]),
+                400,
+                "missing",
+            ),
+            (
+                "wrong root",
+                small.root,
+                car_of(&[dag.root], &dag.blocks),
+                400,
+                "root",
+            ),
+            ("no root", dag.root, car_of(&[], &dag.blocks), 400, "root"),
+            (
+                "too large",
+                dag.root,
+                car_of(&[dag.root], &dag.blocks),
+                413,
+                "",
+            ),
+            (
+                "directory",
+                dir.root,
+                Dag::file("dir.car"),
+                400,
+                "directory",
+            ),
+            ("not a CAR", dag.root, b"{}".to_vec(), 400, "CAR"),
+        ];
+        for (what, cid, car, status, says) in cases {
+            let (got, answer) = pin_car(&s.proxy, &cid, car).await;
+            assert_eq!(got.as_u16(), status, "{what}: {answer}");
+            let errcode = if status == 413 {
+                "M_TOO_LARGE"
+            } else {
+                "M_INVALID_PARAM"
+            };
+            assert_eq!(answer["errcode"], errcode, "{what}");
+            assert!(
+                answer["error"].as_str().unwrap().contains(says),
+                "{what}: {answer}"
+            );
+        }
+        // A missing block deep in the file (the limit raised so that only that is wrong).
+        let s2 = setup(&[], false, "", "").await;
+        let (got, answer) = pin_car(&s2.proxy, &dag.root, car_of(&[dag.root], &missing)).await;
+        assert_eq!(got, 400, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("missing"),
+            "{answer}"
+        );
+        for store in [&s.store, &s2.store] {
+            assert!(store.imported.lock().unwrap().is_empty());
+            assert_eq!(store.calls_to("dag/import"), 0);
+            assert!(store.pinned().is_empty());
+        }
+    })
+    .await;
+}

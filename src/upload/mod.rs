@@ -8,6 +8,7 @@
 //! leaves, too large, a store that fails, stalls or reports another CID, a blocked CID)
 //! answers an error, pins nothing that was not pinned before, and caches nothing.
 
+pub mod car_pin;
 pub mod pin;
 pub mod rate;
 pub mod store;
@@ -64,6 +65,11 @@ pub struct UploadSettings {
     pub pin_find_timeout: Duration,
     /// Pin endpoint: how long the store's pin may take (`upload.pin_timeout`).
     pub pin_timeout: Duration,
+    /// CAR pins: where verified blocks are spooled (`upload.spool_dir`; `None`: the system's
+    /// temporary directory).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// CAR pins: the most blocks one CAR may hold (`retrieval.max_dag_blocks`).
+    pub max_dag_blocks: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

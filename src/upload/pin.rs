@@ -12,12 +12,15 @@
 //! file's size (refused over `upload.max_bytes` before anything is pinned) and whether it is a
 //! file at all (a directory is refused), and proves that the gateways this proxy serves media
 //! from can find it (what they cannot find could not be served as media anyway).
+//!
+//! With `Content-Type: application/vnd.ipld.car` the client sends the blocks itself: see
+//! [`super::car_pin`].
 
 use std::time::{Duration, Instant};
 
 use cid::Cid;
 use http::request::Parts;
-use http::Response;
+use http::{header, Response};
 use percent_encoding::percent_decode_str;
 
 use crate::access_log::UploadRecord;
@@ -29,6 +32,7 @@ use crate::ipfs::unixfs::{decode_file, UnixfsError};
 use crate::ipfs::verify;
 use crate::metrics::{Outcome, METRICS};
 
+use super::car_pin::CAR_TYPE;
 use super::{answer, UploadError, Uploader};
 
 /// The first pause between rounds of asking the gateways for a root none has yet; doubled
@@ -114,6 +118,22 @@ impl Uploader {
             return Err(UploadError::Blocked(cid));
         }
         let limit = self.max_bytes(parts, peer).await;
+        let carries_blocks = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(CAR_TYPE));
+        if carries_blocks {
+            let announced = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            return self
+                .pin_car(cid, body, user, limit, announced, record)
+                .await;
+        }
         drop(body);
         let mut charge = self
             .rate

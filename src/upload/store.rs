@@ -308,6 +308,84 @@ impl Store {
         .map_err(|_| StoreError::Failed("timed out".to_owned()))?
     }
 
+    /// Imports the CAR `body` yields (one root) and pins its root: Kubo's `dag/import` with
+    /// `pin-roots`, Cluster's `add?format=car`. Answers the root the store reports. The
+    /// caller has verified every block: js-ipfs's `dag/import` checks none.
+    pub async fn import_car<S, E>(&self, body: S) -> Result<Cid, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let started = Instant::now();
+        let result = async {
+            let mut url = match self.settings.kind {
+                StoreKind::Kubo => self.endpoint("/api/v0/dag/import"),
+                StoreKind::Cluster => self.endpoint("/add"),
+            };
+            {
+                let mut query = url.query_pairs_mut();
+                match self.settings.kind {
+                    StoreKind::Kubo => {
+                        query
+                            .append_pair("pin-roots", "true")
+                            .append_pair("stats", "false");
+                    }
+                    StoreKind::Cluster => {
+                        query
+                            .append_pair("format", "car")
+                            .append_pair("name", "matrix-pin");
+                        if self.settings.replication_min > 0 {
+                            query.append_pair(
+                                "replication-min",
+                                &self.settings.replication_min.to_string(),
+                            );
+                        }
+                        if self.settings.replication_max > 0 {
+                            query.append_pair(
+                                "replication-max",
+                                &self.settings.replication_max.to_string(),
+                            );
+                        }
+                    }
+                }
+            }
+            let boundary = format!("ipfs-media-proxy-{:032x}", rand::random::<u128>());
+            let head = Bytes::from(format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"pin.car\"\r\n\
+                 Content-Type: application/vnd.ipld.car\r\n\r\n"
+            ));
+            let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+            let parts = futures_util::stream::once(async move { Ok(head) })
+                .chain(body.map(|item| item.map_err(Into::into)))
+                .chain(futures_util::stream::once(async move { Ok(tail) }));
+            let response = self
+                .post(url)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(reqwest::Body::wrap_stream(parts))
+                .send()
+                .await
+                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+            let status = response.status();
+            let answer = read_answer(response).await?;
+            if !status.is_success() {
+                return Err(StoreError::Refused {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
+                });
+            }
+            match self.settings.kind {
+                StoreKind::Kubo => imported_root(&answer),
+                StoreKind::Cluster => last_added_cid(&answer),
+            }
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+
     /// Removes the pin on `cid` (a store that does not hold it is not an error).
     pub async fn unpin(&self, cid: &Cid) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -401,6 +479,44 @@ fn last_added_cid(answer: &[u8]) -> Result<Cid, StoreError> {
         }
     }
     found.ok_or_else(|| StoreError::BadAnswer("no CID in the answer".to_owned()))
+}
+
+/// The root of a Kubo `dag/import` answer (`{"Root":{"Cid":{"/":...},"PinErrorMsg":""}}`);
+/// a pin error or an error event is a failure.
+fn imported_root(answer: &[u8]) -> Result<Cid, StoreError> {
+    let mut found = None;
+    for line in answer.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_slice(line)
+            .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+        if let Some(message) = event.get("Message") {
+            return Err(StoreError::Failed(format!("the import failed: {message}")));
+        }
+        let Some(root) = event.get("Root") else {
+            continue;
+        };
+        if let Some(pin_error) = root
+            .get("PinErrorMsg")
+            .and_then(|v| v.as_str())
+            .filter(|m| !m.is_empty())
+        {
+            return Err(StoreError::Failed(format!(
+                "the root was not pinned: {pin_error}"
+            )));
+        }
+        let cid = root
+            .get("Cid")
+            .and_then(|c| c.get("/"))
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| StoreError::BadAnswer("a root without a CID".to_owned()))?;
+        found = Some(
+            cid.parse::<Cid>()
+                .map_err(|e| StoreError::BadAnswer(format!("not a CID: {e}")))?,
+        );
+    }
+    found.ok_or_else(|| StoreError::BadAnswer("no root in the answer".to_owned()))
 }
 
 #[cfg(test)]
