@@ -557,6 +557,27 @@ fn upload_settings(config: &Config) -> crate::upload::UploadSettings {
         pin_timeout: u.pin_timeout,
         spool_dir: u.spool_dir.clone(),
         max_dag_blocks: config.retrieval.max_dag_blocks,
+        remote_pins: u
+            .remote_pins
+            .iter()
+            .map(|r| crate::upload::remote::RemotePinSettings {
+                name: r.name.clone(),
+                endpoint: r.endpoint.clone(),
+                token: {
+                    let mut value = HeaderValue::from_str(&format!("Bearer {}", r.token))
+                        .expect("checked by the config");
+                    value.set_sensitive(true);
+                    value
+                },
+                max_attempts: r.max_attempts,
+                retry_backoff: r.retry_backoff,
+                status_interval: r.status_interval,
+                max_status_checks: r.max_status_checks,
+                reconcile_interval: r.reconcile_interval,
+                queue: r.queue,
+                timeout: r.timeout,
+            })
+            .collect(),
     }
 }
 

@@ -100,6 +100,18 @@ impl PinStore {
             return text(StatusCode::NOT_FOUND, "404 page not found");
         }
         match path.as_str() {
+            "/api/v0/id" => text(
+                StatusCode::OK,
+                "{\"ID\":\"12D3KooWStore\",\"Addresses\":[\"/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWStore\"]}",
+            ),
+            "/api/v0/pin/ls" if arg.is_empty() => {
+                let keys: Vec<String> = self
+                    .pinned()
+                    .iter()
+                    .map(|c| format!("\"{c}\":{{\"Type\":\"recursive\"}}"))
+                    .collect();
+                text(StatusCode::OK, &format!("{{\"Keys\":{{{}}}}}", keys.join(",")))
+            }
             "/api/v0/pin/ls" => {
                 if self.pinned().contains(&arg) {
                     text(
@@ -688,6 +700,283 @@ async fn broken_cars_are_refused_and_nothing_is_imported() {
             assert_eq!(store.calls_to("dag/import"), 0);
             assert!(store.pinned().is_empty());
         }
+    })
+    .await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServiceMode {
+    /// As the spec says: 202, `queued`, then `pinning`, then `pinned`.
+    Spec,
+    /// Pinata's deviations: 200, no `requestid`, statuses capitalised.
+    Lenient,
+    /// Every request ends `failed`.
+    Failing,
+}
+
+/// A Pinning Service API stub, from `pinning-service-api.yaml`.
+#[derive(Clone)]
+struct PinService {
+    mode: ServiceMode,
+    /// `POST /pins` bodies, in order.
+    requests: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Every call, as `method path?query`.
+    calls: Arc<Mutex<Vec<String>>>,
+    /// CID -> status checks so far.
+    pins: Arc<Mutex<std::collections::HashMap<String, u32>>>,
+}
+
+impl PinService {
+    fn new(mode: ServiceMode) -> Self {
+        Self {
+            mode,
+            requests: Arc::default(),
+            calls: Arc::default(),
+            pins: Arc::default(),
+        }
+    }
+
+    fn requested(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r["cid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn start(&self) -> std::net::SocketAddr {
+        support::serve_stub(self, |stub, req| async move { stub.answer(req).await }).await
+    }
+
+    fn status(&self, checks: u32) -> &'static str {
+        match (self.mode, checks) {
+            (ServiceMode::Failing, _) => "failed",
+            (ServiceMode::Lenient, 0) => "Queued",
+            (ServiceMode::Lenient, _) => "Pinned",
+            (ServiceMode::Spec, 0) => "queued",
+            (ServiceMode::Spec, 1) => "pinning",
+            (ServiceMode::Spec, _) => "pinned",
+        }
+    }
+
+    fn pin_status(&self, cid: &str, checks: u32) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "status": self.status(checks),
+            "created": "2026-12-02T00:00:00Z",
+            "pin": {"cid": cid},
+            "delegates": ["/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWService"],
+        });
+        if self.mode != ServiceMode::Lenient {
+            v["requestid"] = format!("req-{cid}").into();
+        }
+        v
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<StubBody> {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let method = req.method().clone();
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{method} {path}?{query}"));
+        let auth = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if auth.as_deref() != Some("Bearer svc-token") {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "{\"error\":{\"reason\":\"UNAUTHORIZED\"}}",
+            );
+        }
+        if path == "/pins" && method == "POST" {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let cid = body["cid"].as_str().unwrap().to_owned();
+            self.requests.lock().unwrap().push(body);
+            self.pins.lock().unwrap().insert(cid.clone(), 0);
+            let status = if self.mode == ServiceMode::Lenient {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            return text(status, &self.pin_status(&cid, 0).to_string());
+        }
+        if path == "/pins" && method == "GET" {
+            let wanted: Vec<String> = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("cid="))
+                .map(|c| {
+                    percent_encoding::percent_decode_str(c)
+                        .decode_utf8()
+                        .unwrap()
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pins = self.pins.lock().unwrap().clone();
+            let results: Vec<serde_json::Value> = wanted
+                .iter()
+                .filter(|c| pins.contains_key(*c))
+                .map(|c| self.pin_status(c, 2))
+                .collect();
+            return text(
+                StatusCode::OK,
+                &serde_json::json!({"count": results.len(), "results": results}).to_string(),
+            );
+        }
+        if let Some(id) = path.strip_prefix("/pins/") {
+            let cid = id.strip_prefix("req-").unwrap_or(id).to_owned();
+            let checks = {
+                let mut pins = self.pins.lock().unwrap();
+                let Some(n) = pins.get_mut(&cid) else {
+                    return text(StatusCode::NOT_FOUND, "{}");
+                };
+                *n += 1;
+                *n
+            };
+            return text(StatusCode::OK, &self.pin_status(&cid, checks).to_string());
+        }
+        text(StatusCode::NOT_FOUND, "{}")
+    }
+}
+
+fn service_lines(name: &str, addr: &str) -> String {
+    format!(
+        "[[upload.remote_pins]]\nname = \"{name}\"\nendpoint = \"http://{addr}\"\ntoken = \"svc-token\"\n\
+         max_attempts = 3\nretry_backoff = \"50ms\"\nstatus_interval = \"50ms\"\n"
+    )
+}
+
+fn metric(line_start: &str) -> Option<f64> {
+    ipfs_media_proxy::metrics::render()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}
+
+/// Both a service that follows the spec and one with Pinata's deviations get the CID (with
+/// a name, the store's addresses as origins and the bearer token), and are followed until
+/// they say pinned. The token never shows in the configuration's debug form.
+#[tokio::test]
+async fn remote_services_pin_what_the_store_pins_and_are_followed() {
+    bounded(30, async {
+        let dag = balanced().await;
+        let spec = PinService::new(ServiceMode::Spec);
+        let lenient = PinService::new(ServiceMode::Lenient);
+        let extra = format!(
+            "{}{}",
+            service_lines("follow-spec", &spec.start().await.to_string()),
+            service_lines("follow-lenient", &lenient.start().await.to_string())
+        );
+        let s = setup(std::slice::from_ref(&dag), false, "", &extra).await;
+        let root = dag.root.to_string();
+        assert_eq!(pin(&s.proxy, &root).await.0, 200);
+        for service in [&spec, &lenient] {
+            support::until("the service is asked", 5, || service.requested() == [root.clone()]).await;
+            let request = service.requests.lock().unwrap()[0].clone();
+            assert!(request["name"].as_str().unwrap().contains(&root));
+            assert_eq!(
+                request["origins"],
+                serde_json::json!(["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWStore"])
+            );
+        }
+        for name in ["follow-spec", "follow-lenient"] {
+            let line = format!("ipfs_media_proxy_remote_pinned_total{{service=\"{name}\"}} ");
+            support::until("pinned", 5, || metric(&line) == Some(1.0)).await;
+            let waiting = format!(
+                "ipfs_media_proxy_remote_pins{{service=\"{name}\",status=\"queued\"}} "
+            );
+            assert_eq!(metric(&waiting), Some(0.0));
+        }
+        // The spec's service was followed through `pinning` (two status checks).
+        assert_eq!(
+            spec.calls.lock().unwrap().iter().filter(|c| c.starts_with("GET /pins/")).count(),
+            2
+        );
+        let reconciled = "ipfs_media_proxy_remote_pin_reconciliations_total{service=\"follow-spec\",status=\"ok\"} ";
+        assert!(metric(reconciled).unwrap_or(0.0) >= 1.0);
+        let config = ProxyBuilder::new(s.hs.start().await).toml(&format!(
+            "[upload]\nenabled = true\n[upload.store]\nkind = \"kubo\"\nurl = \"http://127.0.0.1:9\"\n{}",
+            service_lines("x", "127.0.0.1:9")
+        ));
+        assert!(!format!("{:?}", config.config()).contains("svc-token"));
+    })
+    .await;
+}
+
+/// A service that reports `failed`: asked again up to `max_attempts`, then left (counted as
+/// failed) for the next reconciliation.
+#[tokio::test]
+async fn a_failing_service_is_retried_a_bounded_number_of_times() {
+    bounded(30, async {
+        let dag = balanced().await;
+        let failing = PinService::new(ServiceMode::Failing);
+        let extra = service_lines("fails", &failing.start().await.to_string());
+        let s = setup(std::slice::from_ref(&dag), false, "", &extra).await;
+        assert_eq!(pin(&s.proxy, &dag.root.to_string()).await.0, 200);
+        let line = "ipfs_media_proxy_remote_pins{service=\"fails\",status=\"failed\"} ";
+        support::until("given up", 10, || {
+            failing.requested().len() == 3 && metric(line) == Some(1.0)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(failing.requested().len(), 3, "bounded attempts");
+    })
+    .await;
+}
+
+/// The service is down while two CIDs are pinned (one of them it already holds from before),
+/// and the proxy restarts: the next proxy's reconciliation requests only the missing one.
+#[tokio::test]
+async fn after_a_restart_reconciliation_requests_only_what_is_missing() {
+    bounded(30, async {
+        let dag = balanced().await;
+        let small = Dag::load("small-raw.car").await;
+        let s = setup(
+            &[dag.clone(), small.clone()],
+            false,
+            "",
+            &service_lines("restart", "127.0.0.1:9"),
+        )
+        .await;
+        assert_eq!(pin(&s.proxy, &dag.root.to_string()).await.0, 200);
+        assert_eq!(pin(&s.proxy, &small.root.to_string()).await.0, 200);
+        s.proxy.stop().await;
+        let service = PinService::new(ServiceMode::Spec);
+        service
+            .pins
+            .lock()
+            .unwrap()
+            .insert(small.root.to_string(), 2);
+        let addr = service.start().await;
+        let store_url = format!("http://{}", s.store.start().await);
+        let _again = ProxyBuilder::new(s.hs.start().await)
+            .toml(&format!(
+                "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
+                 [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{}",
+                service_lines("restart", &addr.to_string())
+            ))
+            .start()
+            .await;
+        support::until("the missing CID is requested", 5, || {
+            service.requested() == [dag.root.to_string()]
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            service.requested(),
+            [dag.root.to_string()],
+            "only what was missing"
+        );
+        assert!(service
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("GET /pins?") && c.contains(&small.root.to_string())));
     })
     .await;
 }

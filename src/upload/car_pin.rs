@@ -107,6 +107,7 @@ impl Uploader {
             return Err(UploadError::StoreMismatch { ours: cid, theirs });
         }
         self.stored.insert(cid, ());
+        self.pinned_here(&cid);
         if let Ok(charge) = Arc::try_unwrap(charge) {
             charge
                 .into_inner()

@@ -11,6 +11,7 @@
 pub mod car_pin;
 pub mod pin;
 pub mod rate;
+pub mod remote;
 pub mod store;
 
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,8 @@ pub struct UploadSettings {
     pub spool_dir: Option<std::path::PathBuf>,
     /// CAR pins: the most blocks one CAR may hold (`retrieval.max_dag_blocks`).
     pub max_dag_blocks: u64,
+    /// `[[upload.remote_pins]]`.
+    pub remote_pins: Vec<remote::RemotePinSettings>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -130,6 +133,8 @@ pub struct Uploader {
     homeserver: Homeserver,
     /// Where the pin endpoint looks for a CID's root.
     gateways: Arc<Gateways>,
+    /// Remote pinning services, when configured.
+    remote: Option<remote::RemotePins>,
     /// The homeserver's `m.upload.size`: `None` until asked, then what it said.
     homeserver_limit: Mutex<Option<Option<u64>>>,
     /// CIDs this process has answered as stored: a failed later upload of the same bytes must
@@ -148,8 +153,17 @@ impl Uploader {
         homeserver: Homeserver,
         gateways: Arc<Gateways>,
     ) -> Result<Self, reqwest::Error> {
+        let store = Store::new(settings.store.clone())?;
+        let remote = match settings.remote_pins.is_empty() {
+            true => None,
+            false => Some(remote::RemotePins::start(
+                settings.remote_pins.clone(),
+                store.clone(),
+            )?),
+        };
         Ok(Self {
-            store: Store::new(settings.store.clone())?,
+            store,
+            remote,
             rate: RateLimiter::new(settings.rate),
             settings,
             cache,
@@ -338,6 +352,7 @@ impl Uploader {
         if let Some(charge) = charge {
             charge.keep();
         }
+        self.pinned_here(&ours.cid);
         if let Some(chunks) = kept {
             self.cache_upload(&ours, chunks);
         }
@@ -388,6 +403,13 @@ impl Uploader {
             CacheKey::Media(imported.cid),
             Arc::new(CachedMedia::new(bytes, sniffed)),
         );
+    }
+
+    /// The store now holds `cid` because of an upload or a pin: the remote services too.
+    fn pinned_here(&self, cid: &Cid) {
+        if let Some(remote) = &self.remote {
+            remote.request(*cid);
+        }
     }
 
     /// `mxc://<the user's server name>/<media ID>`.

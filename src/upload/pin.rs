@@ -163,6 +163,7 @@ impl Uploader {
         }
         self.stored.insert(cid, ());
         charge.keep();
+        self.pinned_here(&cid);
         tracing::info!(%cid, bytes = size, user = %user.user_id, "CID pinned on the store");
         Ok(answer(&self.content_uri(user, &cid)))
     }

@@ -27,6 +27,10 @@ use crate::metrics::{StoreOutcome, METRICS};
 
 /// The most a store's answer to one call may hold (its NDJSON events for one file).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The most of a pin listing read for reconciliation (about 150,000 CIDs).
+const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+/// The most store addresses sent as `origins` (the spec allows 20).
+const MAX_ORIGINS: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -386,6 +390,101 @@ impl Store {
         result
     }
 
+    /// The store's own addresses (multiaddrs with `/p2p/<id>`), for remote pinning services'
+    /// `origins`: Kubo's `id` (`Addresses`), Cluster's `id` (`ipfs.addresses`).
+    pub async fn addresses(&self) -> Result<Vec<String>, StoreError> {
+        let request = match self.settings.kind {
+            StoreKind::Kubo => self.post(self.endpoint("/api/v0/id")),
+            StoreKind::Cluster => {
+                let mut request = self.client.get(self.endpoint("/id"));
+                if let Some(value) = &self.settings.authorization {
+                    request = request.header(http::header::AUTHORIZATION, value.clone());
+                }
+                request
+            }
+        };
+        let (status, text) = self.call(request, self.settings.timeout).await?;
+        if !status.is_success() {
+            return Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: text.chars().take(200).collect(),
+            });
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| StoreError::BadAnswer(e.to_string()))?;
+        let list = v
+            .get("Addresses")
+            .or_else(|| v.get("ipfs").and_then(|i| i.get("addresses")))
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .take(MAX_ORIGINS)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(list)
+    }
+
+    /// Every CID the store pins recursively (Kubo's `pin/ls?type=recursive`, Cluster's
+    /// `allocations`), for remote pin reconciliation; at most `MAX_LISTING_BYTES` of answer.
+    pub async fn list_pins(&self) -> Result<Vec<Cid>, StoreError> {
+        let request = match self.settings.kind {
+            StoreKind::Kubo => {
+                let mut url = self.endpoint("/api/v0/pin/ls");
+                url.query_pairs_mut().append_pair("type", "recursive");
+                self.post(url)
+            }
+            StoreKind::Cluster => {
+                let mut request = self.client.get(self.endpoint("/allocations"));
+                if let Some(value) = &self.settings.authorization {
+                    request = request.header(http::header::AUTHORIZATION, value.clone());
+                }
+                request
+            }
+        };
+        let response = tokio::time::timeout(self.settings.timeout, request.send())
+            .await
+            .map_err(|_| StoreError::Failed("timed out".to_owned()))?
+            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+        let status = response.status();
+        let answer = read_answer_limited(response, MAX_LISTING_BYTES).await?;
+        if !status.is_success() {
+            return Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
+            });
+        }
+        let mut cids = Vec::new();
+        // Kubo: one `{"Keys": {cid: {...}}}` object; Cluster: NDJSON (or an array) of pins.
+        for line in answer.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+            let mut take = |text: &str| {
+                if let Ok(cid) = text.parse::<Cid>() {
+                    cids.push(cid);
+                }
+            };
+            if let Some(keys) = v.get("Keys").and_then(|k| k.as_object()) {
+                keys.keys().for_each(|k| take(k));
+            } else {
+                let items = v.as_array().cloned().unwrap_or_else(|| vec![v]);
+                for item in items {
+                    let cid = item.get("cid");
+                    if let Some(text) =
+                        cid.and_then(|c| c.as_str().or_else(|| c.get("/").and_then(|c| c.as_str())))
+                    {
+                        take(text);
+                    }
+                }
+            }
+        }
+        Ok(cids)
+    }
+
     /// Removes the pin on `cid` (a store that does not hold it is not an error).
     pub async fn unpin(&self, cid: &Cid) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -441,11 +540,18 @@ impl Store {
 }
 
 async fn read_answer(response: reqwest::Response) -> Result<Vec<u8>, StoreError> {
+    read_answer_limited(response, MAX_ANSWER_BYTES).await
+}
+
+async fn read_answer_limited(
+    response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, StoreError> {
     let mut answer = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| StoreError::BadAnswer(crate::chain::error_chain(&e)))?;
-        if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+        if answer.len() + chunk.len() > limit {
             return Err(StoreError::BadAnswer("the answer is too long".to_owned()));
         }
         answer.extend_from_slice(&chunk);
