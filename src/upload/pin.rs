@@ -42,21 +42,22 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// The path's CID: any multibase the `cid` crate reads, raw or percent-encoded (the router
 /// has decoded the segment once; a client that encoded twice is forgiven once more).
-pub fn parse_cid(segment: &str) -> Result<Cid, UploadError> {
+/// Why not, in words for the client.
+pub fn parse_cid(segment: &str) -> Result<Cid, String> {
     let text = if segment.contains('%') {
         percent_decode_str(segment)
             .decode_utf8()
-            .map_err(|_| UploadError::NotACid("not UTF-8".to_owned()))?
+            .map_err(|_| "not UTF-8".to_owned())?
             .into_owned()
     } else {
         segment.to_owned()
     };
-    let cid = Cid::try_from(text.as_str()).map_err(|e| UploadError::NotACid(e.to_string()))?;
+    let cid = Cid::try_from(text.as_str()).map_err(|e| e.to_string())?;
     if !verify::is_supported(&cid) {
-        return Err(UploadError::NotACid(format!(
+        return Err(format!(
             "hash function 0x{:x} cannot be verified here",
             cid.hash().code()
-        )));
+        ));
     }
     Ok(cid)
 }
@@ -110,7 +111,7 @@ impl Uploader {
         if user.is_guest && !self.settings.allow_guests {
             return Err(UploadError::Guest);
         }
-        let cid = parse_cid(segment)?;
+        let cid = parse_cid(segment).map_err(UploadError::NotACid)?;
         record.cid = Some(cid.to_string());
         // Before any fetch: a blocked CID costs us nothing.
         if self.denylist.blocks(&cid) {
