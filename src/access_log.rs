@@ -23,7 +23,7 @@ use crate::metrics::{RouteSeries, METRICS};
 use crate::router::RouteKind;
 
 /// One set of series per route kind, in `RouteKind` order.
-static SERIES: LazyLock<[RouteSeries; 6]> = LazyLock::new(|| {
+static SERIES: LazyLock<[RouteSeries; 7]> = LazyLock::new(|| {
     [
         RouteKind::Passthrough,
         RouteKind::Download,
@@ -31,6 +31,7 @@ static SERIES: LazyLock<[RouteSeries; 6]> = LazyLock::new(|| {
         RouteKind::Federation,
         RouteKind::Preflight,
         RouteKind::Upload,
+        RouteKind::Pin,
     ]
     .map(|kind| RouteSeries::new(kind.as_str()))
 });

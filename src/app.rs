@@ -144,11 +144,15 @@ impl App {
                     cache.clone(),
                     Arc::clone(&denylist),
                     homeserver.clone(),
+                    Arc::clone(&gateways),
                 )
                 .map_err(BuildError::Store)?,
             ),
             false => None,
         };
+        // `m.ipfs` is also how MSC2706 clients learn that the pin endpoint is there: said
+        // whenever uploads (and so pins) are on.
+        let advertise = config.capabilities.advertise_ipfs || config.upload.enabled;
         let resolver = Resolver::new(
             cache,
             gateways,
@@ -170,10 +174,10 @@ impl App {
             routes: RouteConfig {
                 alias_prefix: config.media.id_alias_prefix.clone(),
                 thumbnails: thumbnails.is_some(),
-                capabilities: config.capabilities.advertise_ipfs,
+                capabilities: advertise,
                 uploads: uploader.is_some(),
             },
-            advertisement: config.capabilities.advertise_ipfs.then(|| {
+            advertisement: advertise.then(|| {
                 // Only when it holds for every caller: the answer is not per user.
                 let stores_uploads = config.upload.enabled && config.upload.users.is_empty();
                 Advertisement::new(
@@ -273,6 +277,10 @@ impl App {
             Route::Capabilities => self.capabilities(request, &peer).await,
             Route::Preflight => Ok(preflight()),
             Route::Upload => self.upload(request, &peer).await,
+            Route::Pin(segment) => {
+                let segment = segment.into_owned();
+                self.pin(request, &peer, &segment).await
+            }
             Route::Media(media) => {
                 let (parts, _body) = request.into_parts();
                 self.media(&parts, media, &peer).await
@@ -346,6 +354,52 @@ impl App {
                     }
                     error.into_response()
                 };
+                response.extensions_mut().insert(record);
+                Ok(response)
+            }
+        }
+    }
+
+    /// # POST `/_matrix/media/{v3,unstable/rs.chir.matrix.msc2706}/pin/{cid}` (with
+    /// `upload.enabled`)
+    ///
+    /// MSC2706's pin: the same callers as uploads. Anyone outside `upload.users` goes to the
+    /// homeserver, which answers as it does for an endpoint it does not know.
+    async fn pin(
+        &self,
+        request: Request<Body>,
+        peer: &Peer,
+        segment: &str,
+    ) -> Result<Response<Body>, RequestError> {
+        let uploader = self
+            .uploader
+            .as_ref()
+            .expect("routed only when uploads are on");
+        let (parts, body) = request.into_parts();
+        let user = match self
+            .tokens
+            .check(&parts, peer)
+            .await
+            .map_err(RequestError::from)?
+        {
+            Verdict::Accepted { user, .. } => user,
+            Verdict::Refused(response) => return Ok(response),
+        };
+        if !uploader.stores_for(&user) {
+            return self
+                .pass_through(Request::from_parts(parts, body), peer)
+                .await;
+        }
+        match uploader.pin(&parts, body, &user, peer, segment).await {
+            Ok(response) => Ok(response),
+            Err((error, record)) => {
+                let error = RequestError::from(error);
+                if error.to_matrix().status.is_server_error() {
+                    tracing::warn!(%error, cid = record.cid.as_deref().unwrap_or("-"), "pin failed");
+                } else {
+                    tracing::info!(%error, cid = record.cid.as_deref().unwrap_or("-"), "pin refused");
+                }
+                let mut response = error.into_response();
                 response.extensions_mut().insert(record);
                 Ok(response)
             }
@@ -499,6 +553,31 @@ fn upload_settings(config: &Config) -> crate::upload::UploadSettings {
             replication_max: s.replication_max,
             timeout: u.store_timeout,
         },
+        pin_find_timeout: u.pin_find_timeout,
+        pin_timeout: u.pin_timeout,
+        spool_dir: u.spool_dir.clone(),
+        max_dag_blocks: config.retrieval.max_dag_blocks,
+        remote_pins: u
+            .remote_pins
+            .iter()
+            .map(|r| crate::upload::remote::RemotePinSettings {
+                name: r.name.clone(),
+                endpoint: r.endpoint.clone(),
+                token: {
+                    let mut value = HeaderValue::from_str(&format!("Bearer {}", r.token))
+                        .expect("checked by the config");
+                    value.set_sensitive(true);
+                    value
+                },
+                max_attempts: r.max_attempts,
+                retry_backoff: r.retry_backoff,
+                status_interval: r.status_interval,
+                max_status_checks: r.max_status_checks,
+                reconcile_interval: r.reconcile_interval,
+                queue: r.queue,
+                timeout: r.timeout,
+            })
+            .collect(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Advertising MSC2706 on the homeserver's capabilities response.
 //!
-//! THIS IS THE ONLY RESPONSE THE PROXY EVER EDITS. When `capabilities.advertise_ipfs` is on,
+//! THIS IS THE ONLY RESPONSE THE PROXY EVER EDITS. When `capabilities.advertise_ipfs` is on
+//! (or `upload.enabled`: the capability is what tells MSC2706 clients that
+//! `POST /_matrix/media/v3/pin/{cid}` is there),
 //! `GET /_matrix/client/{v3,r0}/capabilities` answers pass through here and gain
 //! `"m.ipfs"` and its unstable name `"io.t2bot.ipfs"` inside `"capabilities"`; every other
 //! byte stays as the homeserver sent it (the entries are spliced in as text, not by

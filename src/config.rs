@@ -70,6 +70,100 @@ pub struct UploadConfig {
     pub store_timeout: Duration,
     pub store: Option<UploadStoreConfig>,
     pub rate: UploadRateConfig,
+    /// Pin endpoint: how long a CID's root may take to be found by the gateways (else 404,
+    /// which the client may retry, as MSC2706 says).
+    #[serde(with = "humantime_serde")]
+    pub pin_find_timeout: Duration,
+    /// Pin endpoint: the longest the store may take to pin the whole DAG (its `pin/add`).
+    #[serde(with = "humantime_serde")]
+    pub pin_timeout: Duration,
+    /// CAR pins: where their verified blocks are spooled (unlinked temporary files, at most
+    /// about `max_bytes` each); default: the system's temporary directory.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Remote pinning services (IPFS Pinning Service API) that also pin every upload and pin.
+    pub remote_pins: Vec<RemotePinConfig>,
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemotePinConfig {
+    /// A short name for logs and metrics (`service` label).
+    pub name: String,
+    /// The API's base URL (`https://api.pinata.cloud/psa`, or Cluster's pinning service API).
+    pub endpoint: Url,
+    /// The bearer token. Secret: never logged.
+    pub token: String,
+    /// Requests of one CID before giving up until the next reconciliation.
+    #[serde(default = "RemotePinConfig::default_max_attempts")]
+    pub max_attempts: u32,
+    /// The first pause between attempts; doubled each time, at most 5 min.
+    #[serde(
+        default = "RemotePinConfig::default_retry_backoff",
+        with = "humantime_serde"
+    )]
+    pub retry_backoff: Duration,
+    /// Between status checks of a queued or pinning request.
+    #[serde(
+        default = "RemotePinConfig::default_status_interval",
+        with = "humantime_serde"
+    )]
+    pub status_interval: Duration,
+    /// Status checks of one request before it counts as a failed attempt.
+    #[serde(default = "RemotePinConfig::default_max_status_checks")]
+    pub max_status_checks: u32,
+    /// Between reconciliation passes (the first at start); 0: none.
+    #[serde(
+        default = "RemotePinConfig::default_reconcile_interval",
+        with = "humantime_serde"
+    )]
+    pub reconcile_interval: Duration,
+    /// CIDs waiting for this service at most; more are left to the next reconciliation.
+    #[serde(default = "RemotePinConfig::default_queue")]
+    pub queue: usize,
+    /// The longest one request to the service may take.
+    #[serde(default = "RemotePinConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl RemotePinConfig {
+    fn default_max_attempts() -> u32 {
+        5
+    }
+    fn default_retry_backoff() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_status_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_max_status_checks() -> u32 {
+        120
+    }
+    fn default_reconcile_interval() -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn default_queue() -> usize {
+        10_000
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+impl std::fmt::Debug for RemotePinConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemotePinConfig")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("token", &"<redacted>")
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("status_interval", &self.status_interval)
+            .field("max_status_checks", &self.max_status_checks)
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("queue", &self.queue)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -152,6 +246,10 @@ impl Default for UploadConfig {
             store_timeout: Duration::from_secs(60),
             store: None,
             rate: UploadRateConfig::default(),
+            pin_find_timeout: Duration::from_secs(60),
+            pin_timeout: Duration::from_secs(600),
+            spool_dir: None,
+            remote_pins: Vec::new(),
         }
     }
 }
@@ -701,6 +799,29 @@ impl Config {
             return invalid(
                 "upload.store_timeout",
                 "store_timeout and rate.window must be more than zero",
+            );
+        }
+        for remote in &upload.remote_pins {
+            if !matches!(remote.endpoint.scheme(), "http" | "https") {
+                return invalid(
+                    "upload.remote_pins.endpoint",
+                    "must be an http:// or https:// URL",
+                );
+            }
+            if http::HeaderValue::from_str(&format!("Bearer {}", remote.token)).is_err() {
+                return invalid("upload.remote_pins.token", "not a valid header value");
+            }
+            if remote.timeout.is_zero() || remote.queue == 0 {
+                return invalid(
+                    "upload.remote_pins.timeout",
+                    "timeout and queue must be more than zero",
+                );
+            }
+        }
+        if upload.pin_find_timeout.is_zero() || upload.pin_timeout.is_zero() {
+            return invalid(
+                "upload.pin_find_timeout",
+                "pin_find_timeout and pin_timeout must be more than zero",
             );
         }
         if self.thumbnails.render_timeout.is_zero() {

@@ -290,6 +290,25 @@ fn upload(error: &UploadError) -> MatrixError {
             "M_FORBIDDEN",
             "this media is blocked on this server",
         ),
+        U::NotACid(why) => MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            format!("not a CID: {why}"),
+        ),
+        U::NotFound(wait) => not_found(format!(
+            "the content could not be found on IPFS within {} s; try again later",
+            wait.as_secs()
+        )),
+        U::NotMedia(why) => MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            format!("only a file can be pinned as media: {why}"),
+        ),
+        U::Car(why) => MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            format!("the CAR was refused: {why}"),
+        ),
     }
 }
 
@@ -501,6 +520,26 @@ mod tests {
                 "M_LIMIT_EXCEEDED",
             ),
             (E::from(UploadError::Body("x".into())), 400, "M_UNKNOWN"),
+            (
+                E::from(UploadError::NotACid("x".into())),
+                400,
+                "M_INVALID_PARAM",
+            ),
+            (
+                E::from(UploadError::NotFound(Duration::from_secs(60))),
+                404,
+                "M_NOT_FOUND",
+            ),
+            (
+                E::from(UploadError::NotMedia("x".into())),
+                400,
+                "M_INVALID_PARAM",
+            ),
+            (
+                E::from(UploadError::Car("x".into())),
+                400,
+                "M_INVALID_PARAM",
+            ),
             (
                 E::from(UploadError::Store(StoreError::Failed("x".into()))),
                 502,

@@ -49,6 +49,17 @@ pub struct StoreOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteStatus {
+    pub service: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteService {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabel {
     pub worker: String,
 }
@@ -85,6 +96,11 @@ pub struct Metrics {
     pub fetch_bytes_held: Gauge<i64, AtomicI64>,
     pub fetch_budget_events: Family<Outcome, Counter>,
     pub uploads: Family<Outcome, Counter>,
+    pub pins: Family<Outcome, Counter>,
+    pub remote_pins: Family<RemoteStatus, Gauge<i64, AtomicI64>>,
+    pub remote_pinned: Family<RemoteService, Counter>,
+    pub remote_oldest_unpinned: Family<RemoteService, Gauge<i64, AtomicI64>>,
+    pub remote_reconciliations: Family<RemoteStatus, Counter>,
     pub upload_bytes: Counter,
     pub store_requests: Family<StoreOutcome, Counter>,
     pub store_duration: StoreSeconds,
@@ -113,6 +129,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connections_refused: Counter::default(),
         connection_timeouts: Family::default(),
         uploads: Family::default(),
+        pins: Family::default(),
+        remote_pins: Family::default(),
+        remote_pinned: Family::default(),
+        remote_oldest_unpinned: Family::default(),
+        remote_reconciliations: Family::default(),
         upload_bytes: Counter::default(),
         store_requests: Family::default(),
         store_duration: Family::new_with_constructor(latency as fn() -> Histogram),
@@ -258,6 +279,31 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "uploads",
         "Uploads stored on IPFS, by outcome (stored, refused, too_large, rate_limited, blocked, store_error, aborted)",
         m.uploads.clone(),
+    );
+    registry.register(
+        "pins",
+        "Pin requests (POST .../pin/{cid}), by outcome (pinned, refused, invalid, not_found, too_large, rate_limited, blocked, store_error)",
+        m.pins.clone(),
+    );
+    registry.register(
+        "remote_pins",
+        "CIDs requested from a remote pinning service and not yet pinned there, by service and status (queued, pinning, failed)",
+        m.remote_pins.clone(),
+    );
+    registry.register(
+        "remote_pinned",
+        "CIDs a remote pinning service reported pinned, by service",
+        m.remote_pinned.clone(),
+    );
+    registry.register(
+        "remote_oldest_unpinned_seconds",
+        "How long the oldest CID not yet pinned on a remote pinning service has waited, by service",
+        m.remote_oldest_unpinned.clone(),
+    );
+    registry.register(
+        "remote_pin_reconciliations",
+        "Reconciliation passes against a remote pinning service, by service and outcome (status label: ok, error)",
+        m.remote_reconciliations.clone(),
     );
     registry.register(
         "upload_bytes",

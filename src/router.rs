@@ -11,7 +11,8 @@
 //! | `/_matrix/federation/unstable/org.matrix.msc3916.v2/media/...`             | federation    |
 //!
 //! plus `GET /_matrix/client/{v3,r0}/capabilities`, ours to edit when advertising IPFS, and
-//! `POST /_matrix/media/{r0,v1,v3}/upload`, ours when uploads are stored on IPFS.
+//! `POST /_matrix/media/{r0,v1,v3}/upload`, ours when uploads are stored on IPFS, and
+//! `POST /_matrix/media/{v3,unstable/rs.chir.matrix.msc2706}/pin/{cid}` (MSC2706) with them.
 //!
 //! [`classify`] decides what a request is, once: a media route of an ipfs media ID with an
 //! allowed method is ours ([`Route::Media`], or [`Route::Preflight`] for `OPTIONS`);
@@ -54,6 +55,9 @@ pub enum Route<'a> {
     Media(MediaRequest<'a>),
     /// `POST /_matrix/media/{r0,v1,v3}/upload`, with uploads on.
     Upload,
+    /// `POST /_matrix/media/v3/pin/{cid}` (MSC2706, and its unstable prefix), with uploads
+    /// on: the path's last segment, percent-decoded, not yet parsed as a CID.
+    Pin(Cow<'a, str>),
 }
 
 /// An ipfs media request. `media` is an error when the ID claims to be ipfs but the CID is
@@ -75,6 +79,7 @@ pub enum RouteKind {
     Federation,
     Preflight,
     Upload,
+    Pin,
 }
 
 impl RouteKind {
@@ -86,6 +91,7 @@ impl RouteKind {
             RouteKind::Federation => "federation",
             RouteKind::Preflight => "preflight",
             RouteKind::Upload => "upload",
+            RouteKind::Pin => "pin",
         }
     }
 }
@@ -96,6 +102,7 @@ impl Route<'_> {
             Route::Passthrough | Route::Capabilities => RouteKind::Passthrough,
             Route::Preflight => RouteKind::Preflight,
             Route::Upload => RouteKind::Upload,
+            Route::Pin(_) => RouteKind::Pin,
             Route::Media(m) if m.access == Access::Federation => RouteKind::Federation,
             Route::Media(m) if m.action == Action::Thumbnail => RouteKind::Thumbnail,
             Route::Media(_) => RouteKind::Download,
@@ -107,6 +114,11 @@ const UPLOAD_PATHS: [&str; 3] = [
     "/_matrix/media/r0/upload",
     "/_matrix/media/v1/upload",
     "/_matrix/media/v3/upload",
+];
+
+const PIN_PREFIXES: [&str; 2] = [
+    "/_matrix/media/v3/pin/",
+    "/_matrix/media/unstable/rs.chir.matrix.msc2706/pin/",
 ];
 
 const CAPABILITIES_PATHS: [&str; 2] = [
@@ -123,6 +135,22 @@ pub fn classify<'a>(method: &Method, raw_path: &'a str, config: &RouteConfig) ->
     // media ID chosen before any byte existed, which cannot be a CID.
     if config.uploads && *method == Method::POST && UPLOAD_PATHS.contains(&raw_path) {
         return Route::Upload;
+    }
+    if config.uploads {
+        let segment = PIN_PREFIXES
+            .iter()
+            .find_map(|p| raw_path.strip_prefix(p))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'));
+        if let Some(segment) = segment {
+            match *method {
+                // Not UTF-8 once decoded: left as sent, to be refused as not a CID.
+                Method::POST => {
+                    return Route::Pin(decode(segment).unwrap_or(Cow::Borrowed(segment)))
+                }
+                Method::OPTIONS => return Route::Preflight,
+                _ => {}
+            }
+        }
     }
     let Some(path) = media_path(raw_path) else {
         return Route::Passthrough;
@@ -243,6 +271,38 @@ fn decode(segment: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pin_routes_only_with_uploads() {
+        let mut config = RouteConfig {
+            alias_prefix: "ipfs_".into(),
+            thumbnails: true,
+            capabilities: false,
+            uploads: true,
+        };
+        for prefix in [
+            "/_matrix/media/v3/pin/",
+            "/_matrix/media/unstable/rs.chir.matrix.msc2706/pin/",
+        ] {
+            let path = format!("{prefix}bafk%72eia");
+            assert_eq!(
+                classify(&Method::POST, &path, &config),
+                Route::Pin(Cow::Borrowed("bafkreia"))
+            );
+            assert_eq!(classify(&Method::OPTIONS, &path, &config), Route::Preflight);
+            assert_eq!(classify(&Method::GET, &path, &config), Route::Passthrough);
+            assert_eq!(
+                classify(&Method::POST, &format!("{prefix}a/b"), &config),
+                Route::Passthrough
+            );
+            assert_eq!(classify(&Method::POST, prefix, &config), Route::Passthrough);
+        }
+        config.uploads = false;
+        assert_eq!(
+            classify(&Method::POST, "/_matrix/media/v3/pin/bafkreia", &config),
+            Route::Passthrough
+        );
+    }
 
     #[test]
     fn every_download_form() {

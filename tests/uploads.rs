@@ -79,18 +79,38 @@ impl StoreStub {
             self.adds.lock().unwrap().push(query);
             return self.add(req).await;
         }
+        // Whether a CID is pinned: Kubo's `pin/ls`, Cluster's `allocations/{cid}`.
+        let listed = if self.cluster {
+            path.strip_prefix("/allocations/")
+                .filter(|_| req.method() == "GET")
+                .map(str::to_owned)
+        } else {
+            (path == "/api/v0/pin/ls").then(|| arg(&query))
+        };
+        if let Some(cid) = listed {
+            return if self.pinned.lock().unwrap().contains(&cid) {
+                text(
+                    StatusCode::OK,
+                    &format!("{{\"Keys\":{{\"{cid}\":{{\"Type\":\"recursive\"}}}}}}"),
+                )
+            } else if self.cluster {
+                text(
+                    StatusCode::NOT_FOUND,
+                    "{\"code\":404,\"message\":\"not found\"}",
+                )
+            } else {
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("{{\"Message\":\"path '{cid}' is not pinned\",\"Code\":0}}"),
+                )
+            };
+        }
         let unpinned = if self.cluster {
             path.strip_prefix("/pins/")
                 .filter(|_| req.method() == "DELETE")
                 .map(str::to_owned)
         } else {
-            (path == "/api/v0/pin/rm").then(|| {
-                query
-                    .split('&')
-                    .find_map(|p| p.strip_prefix("arg="))
-                    .unwrap_or("")
-                    .to_owned()
-            })
+            (path == "/api/v0/pin/rm").then(|| arg(&query))
         };
         if let Some(cid) = unpinned {
             self.unpins.lock().unwrap().push(cid.clone());
@@ -168,6 +188,14 @@ impl StoreStub {
         };
         text(StatusCode::OK, &line)
     }
+}
+
+fn arg(query: &str) -> String {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("arg="))
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn text(status: StatusCode, body: &str) -> Response<StubBody> {
@@ -395,6 +423,24 @@ async fn a_stalling_store_times_out_and_is_unpinned() {
     .await;
 }
 
+/// The same stall, but the CID was pinned before this upload (another user's identical
+/// file): the failed upload must not remove that pin.
+#[tokio::test]
+async fn a_failed_upload_never_unpins_what_was_pinned_before_it() {
+    for cluster in [false, true] {
+        bounded(30, async {
+            let s = setup(Mode::Stall, cluster, "", "").await;
+            let cid = raw_cid(PNG).to_string();
+            s.store.pinned.lock().unwrap().insert(cid.clone());
+            let (status, answer) = upload(&s.proxy, Some("good"), PNG.to_vec()).await;
+            assert_eq!(status, 502, "{answer}");
+            assert!(s.store.unpins().is_empty(), "{:?}", s.store.unpins());
+            assert_eq!(s.store.pinned(), BTreeSet::from([cid]));
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn too_large_by_length_and_by_stream() {
     bounded(30, async {
@@ -491,6 +537,93 @@ async fn the_byte_rate_is_enforced_by_length_and_while_streaming() {
         // What is left of the window still serves a small upload.
         let (status, _) = upload(&s.proxy, Some("good"), vec![3; 900]).await;
         assert_eq!(status, 200);
+    })
+    .await;
+}
+
+/// A body the test feeds chunk by chunk, so that uploads overlap.
+fn fed_body() -> (tokio::sync::mpsc::Sender<Vec<u8>>, reqwest::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
+    });
+    (tx, reqwest::Body::wrap_stream(stream))
+}
+
+fn fed_upload(
+    proxy: &Proxy,
+    length: Option<u64>,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<(u16, serde_json::Value)>,
+) {
+    let (tx, body) = fed_body();
+    let mut request = client()
+        .post(proxy.url("/_matrix/media/v3/upload"))
+        .bearer_auth("good")
+        .body(body);
+    if let Some(length) = length {
+        request = request.header("content-length", length);
+    }
+    let task = tokio::spawn(async move {
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, json(&r.bytes().await.unwrap()))
+    });
+    (tx, task)
+}
+
+/// Uploads running at the same time share one byte allowance: a second upload cannot take
+/// what the first announced, and bytes streamed without a length are charged as they
+/// arrive, so together they never store more than `upload.rate.bytes`.
+#[tokio::test]
+async fn concurrent_uploads_share_the_byte_rate() {
+    bounded(30, async {
+        let s = setup(
+            Mode::Honest,
+            false,
+            "[upload.rate]\nbytes = \"3000B\"\nwindow = \"1h\"",
+            "",
+        )
+        .await;
+        // By Content-Length: the first one's 2000 bytes are reserved while it streams.
+        let (first, first_answer) = fed_upload(&s.proxy, Some(2000));
+        first.send(vec![1; 1000]).await.unwrap();
+        support::until("the first add begins", 5, || s.store.adds().len() == 1).await;
+        let (status, answer) = upload(&s.proxy, Some("good"), vec![2; 2000]).await;
+        assert_eq!(status, 429, "{answer}");
+        assert_eq!(answer["errcode"], "M_LIMIT_EXCEEDED");
+        assert!(answer["retry_after_ms"].as_u64().unwrap() > 3_500_000);
+        first.send(vec![1; 1000]).await.unwrap();
+        drop(first);
+        assert_eq!(first_answer.await.unwrap().0, 200);
+
+        // Without lengths: two uploads of 1000 + 1000 against the 1000 left.
+        let s = setup(
+            Mode::Honest,
+            false,
+            "[upload.rate]\nbytes = \"3000B\"\nwindow = \"1h\"",
+            "",
+        )
+        .await;
+        let (a, a_answer) = fed_upload(&s.proxy, None);
+        let (b, b_answer) = fed_upload(&s.proxy, None);
+        a.send(vec![3; 1000]).await.unwrap();
+        b.send(vec![4; 1000]).await.unwrap();
+        support::until("both adds begin", 5, || s.store.adds().len() == 2).await;
+        a.send(vec![3; 1000]).await.unwrap();
+        b.send(vec![4; 1000]).await.unwrap();
+        drop((a, b));
+        let (a, b) = (a_answer.await.unwrap(), b_answer.await.unwrap());
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 429], "{a:?} {b:?}");
+        let refused = if a.0 == 429 { &a.1 } else { &b.1 };
+        assert_eq!(refused["errcode"], "M_LIMIT_EXCEEDED");
+        assert!(refused["retry_after_ms"].as_u64().is_some());
+        assert_eq!(s.store.pinned().len(), 1);
     })
     .await;
 }

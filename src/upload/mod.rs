@@ -8,7 +8,10 @@
 //! leaves, too large, a store that fails, stalls or reports another CID, a blocked CID)
 //! answers an error, pins nothing that was not pinned before, and caches nothing.
 
+pub mod car_pin;
+pub mod pin;
 pub mod rate;
+pub mod remote;
 pub mod store;
 
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyDataStream;
@@ -29,10 +32,11 @@ use crate::denylist::Denylists;
 use crate::forwarding::Peer;
 use crate::homeserver::{Homeserver, Whoami};
 use crate::ipfs::import::{Imported, Importer, Profile};
+use crate::ipfs::pool::Gateways;
 use crate::media::{headers, sniff};
 use crate::metrics::{Outcome, METRICS};
 
-use self::rate::{Allowance, RateLimiter, RateSettings};
+use self::rate::{Charge, RateLimiter, RateSettings};
 use self::store::{Store, StoreError, StoreSettings};
 
 /// How the answered media ID names the CID.
@@ -58,6 +62,17 @@ pub struct UploadSettings {
     /// Uploads up to this go into the cache (`cache.max_item_bytes`).
     pub cache_item_limit: u64,
     pub store: StoreSettings,
+    /// Pin endpoint: how long gateways may take to find a CID's root (`upload.pin_find_timeout`).
+    pub pin_find_timeout: Duration,
+    /// Pin endpoint: how long the store's pin may take (`upload.pin_timeout`).
+    pub pin_timeout: Duration,
+    /// CAR pins: where verified blocks are spooled (`upload.spool_dir`; `None`: the system's
+    /// temporary directory).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// CAR pins: the most blocks one CAR may hold (`retrieval.max_dag_blocks`).
+    pub max_dag_blocks: u64,
+    /// `[[upload.remote_pins]]`.
+    pub remote_pins: Vec<remote::RemotePinSettings>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +93,18 @@ pub enum UploadError {
     StoreMismatch { ours: Cid, theirs: Cid },
     #[error("the CID {0} is on a denylist")]
     Blocked(Cid),
+    /// Pin endpoint: the path does not name a CID.
+    #[error("not a CID: {0}")]
+    NotACid(String),
+    /// Pin endpoint: no gateway found the root within `upload.pin_find_timeout`.
+    #[error("the content was not found within {0:?}")]
+    NotFound(Duration),
+    /// Pin endpoint: found, and not something the proxy could serve as media.
+    #[error("{0}")]
+    NotMedia(String),
+    /// Pin endpoint: a CAR that does not hold exactly the file its path names.
+    #[error("the CAR was refused: {0}")]
+    Car(String),
 }
 
 impl UploadError {
@@ -91,6 +118,8 @@ impl UploadError {
             UploadError::Store(_) | UploadError::StoreTimeout(_) => "store_error",
             UploadError::StoreMismatch { .. } => "store_mismatch",
             UploadError::Blocked(_) => "blocked",
+            UploadError::NotACid(_) | UploadError::NotMedia(_) | UploadError::Car(_) => "invalid",
+            UploadError::NotFound(_) => "not_found",
         }
     }
 }
@@ -102,6 +131,10 @@ pub struct Uploader {
     cache: MediaCache,
     denylist: Arc<Denylists>,
     homeserver: Homeserver,
+    /// Where the pin endpoint looks for a CID's root.
+    gateways: Arc<Gateways>,
+    /// Remote pinning services, when configured.
+    remote: Option<remote::RemotePins>,
     /// The homeserver's `m.upload.size`: `None` until asked, then what it said.
     homeserver_limit: Mutex<Option<Option<u64>>>,
     /// CIDs this process has answered as stored: a failed later upload of the same bytes must
@@ -118,14 +151,25 @@ impl Uploader {
         cache: MediaCache,
         denylist: Arc<Denylists>,
         homeserver: Homeserver,
+        gateways: Arc<Gateways>,
     ) -> Result<Self, reqwest::Error> {
+        let store = Store::new(settings.store.clone())?;
+        let remote = match settings.remote_pins.is_empty() {
+            true => None,
+            false => Some(remote::RemotePins::start(
+                settings.remote_pins.clone(),
+                store.clone(),
+            )?),
+        };
         Ok(Self {
-            store: Store::new(settings.store.clone())?,
+            store,
+            remote,
             rate: RateLimiter::new(settings.rate),
             settings,
             cache,
             denylist,
             homeserver,
+            gateways,
             homeserver_limit: Mutex::new(None),
             stored: moka::sync::Cache::new(100_000),
         })
@@ -209,7 +253,7 @@ impl Uploader {
         if announced.is_some_and(|n| n > limit) {
             return Err(UploadError::TooLarge { limit });
         }
-        let allowance = self
+        let charge = self
             .rate
             .start(&user.user_id, announced)
             .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
@@ -222,20 +266,34 @@ impl Uploader {
             keep_limit: self.settings.cache_item_limit,
             bytes: 0,
             limit,
-            allowance,
+            charge: Some(charge),
             ended: None,
             handed_at: None,
+            pinned_before: None,
         }));
         let tee = Tee {
             body: BodyDataStream::new(body),
             progress: Arc::clone(&progress),
+            store: self.store.clone(),
+            check: None,
+            finished: None,
         };
         let added = self.add_watched(tee, &progress).await;
-        let (ended, kept) = {
+        // Dropped on every failure below, giving the bytes back.
+        let (ended, kept, pinned_before, charge) = {
             let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
             record.bytes = p.bytes;
-            (p.ended.take(), p.kept.take())
+            (
+                p.ended.take(),
+                p.kept.take(),
+                p.pinned_before,
+                p.charge.take(),
+            )
         };
+        // Ours to undo only when the store did not hold it before and no earlier upload here
+        // was answered with it.
+        let ours_to_undo =
+            |cid: &Cid| pinned_before == Some(false) && !self.stored.contains_key(cid);
         let ours = match ended {
             Some(Ok(imported)) => imported,
             Some(Err(fault)) => {
@@ -260,7 +318,7 @@ impl Uploader {
             Ok(theirs) => theirs,
             Err(error) => {
                 // The store may have pinned our CID just before failing to answer.
-                if !self.stored.contains_key(&ours.cid) {
+                if ours_to_undo(&ours.cid) {
                     self.unpin(&ours.cid, "the store failed").await;
                 }
                 return Err(error);
@@ -286,15 +344,19 @@ impl Uploader {
             tracing::warn!(cid = %ours.cid, user = %user.user_id, "upload refused: the CID is on a denylist");
             METRICS.denylist_refusals.inc();
             self.stored.invalidate(&ours.cid);
+            // Unlike a failure, whoever else pinned it: blocked content does not stay here.
             self.unpin(&ours.cid, "blocked").await;
             return Err(UploadError::Blocked(ours.cid));
         }
         self.stored.insert(ours.cid, ());
-        self.rate.charge(&user.user_id, ours.file_size);
+        if let Some(charge) = charge {
+            charge.keep();
+        }
+        self.pinned_here(&ours.cid);
         if let Some(chunks) = kept {
             self.cache_upload(&ours, chunks);
         }
-        let content_uri = format!("mxc://{}/{}", user.server_name(), self.media_id(&ours.cid));
+        let content_uri = self.content_uri(user, &ours.cid);
         tracing::info!(cid = %ours.cid, bytes = ours.file_size, user = %user.user_id, "upload stored on IPFS");
         Ok(answer(&content_uri))
     }
@@ -341,6 +403,18 @@ impl Uploader {
             CacheKey::Media(imported.cid),
             Arc::new(CachedMedia::new(bytes, sniffed)),
         );
+    }
+
+    /// The store now holds `cid` because of an upload or a pin: the remote services too.
+    fn pinned_here(&self, cid: &Cid) {
+        if let Some(remote) = &self.remote {
+            remote.request(*cid);
+        }
+    }
+
+    /// `mxc://<the user's server name>/<media ID>`.
+    fn content_uri(&self, user: &Whoami, cid: &Cid) -> String {
+        format!("mxc://{}/{}", user.server_name(), self.media_id(cid))
     }
 
     fn media_id(&self, cid: &Cid) -> String {
@@ -452,19 +526,33 @@ struct Progress {
     keep_limit: u64,
     bytes: u64,
     limit: u64,
-    /// The rate limit's bytes left for this user.
-    allowance: Allowance,
+    /// This upload's hold on the user's byte allowance, charged as bytes arrive; taken by
+    /// the upload at the end (kept on success, given back otherwise).
+    charge: Option<Charge>,
     /// Set once the body has ended: the import, or why the body failed.
     ended: Option<Result<Imported, UploadError>>,
     /// When the store was last handed something (a chunk, or the end) that it has not yet
     /// asked past: the stall watch.
     handed_at: Option<Instant>,
+    /// Whether the store held our CID pinned before this upload; `None`: unknown (not
+    /// asked, or it could not say), which never unpins.
+    pinned_before: Option<bool>,
 }
 
 /// The client's body as the store reads it, hashed and counted on the way.
 struct Tee {
     body: BodyDataStream<Body>,
     progress: Arc<Mutex<Progress>>,
+    store: Store,
+    /// Once the body has ended and its CID is known: whether the store already pinned it
+    /// (another user's identical file), asked before the stream ends. The store cannot have
+    /// completed this add, and so cannot have pinned anything because of it, before it sees
+    /// the multipart's closing boundary, which follows the end of this stream: so the answer
+    /// is the pinset as it was before this upload, and a failing upload unpins only what it
+    /// pinned itself. (Not `pin=false` then `pin/add`: Cluster's `/add` always pins.) A
+    /// spawned task, so the stream stays `Sync` as the store's request body must be.
+    check: Option<tokio::task::JoinHandle<Result<bool, StoreError>>>,
+    finished: Option<Imported>,
 }
 
 impl Stream for Tee {
@@ -475,6 +563,22 @@ impl Stream for Tee {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(check) = this.check.as_mut() {
+            let answer = std::task::ready!(check.poll_unpin(cx));
+            this.check = None;
+            let mut p = this.progress.lock().unwrap_or_else(|e| e.into_inner());
+            p.pinned_before = match answer {
+                Ok(Ok(pinned)) => Some(pinned),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not ask the store whether the upload's CID was already pinned; it will not be unpinned");
+                    None
+                }
+                Err(_) => None,
+            };
+            p.ended = this.finished.take().map(Ok);
+            p.handed_at = Some(Instant::now());
+            return Poll::Ready(None);
+        }
         {
             let mut p = this.progress.lock().unwrap_or_else(|e| e.into_inner());
             if p.ended.is_some() {
@@ -490,12 +594,12 @@ impl Stream for Tee {
                 p.bytes += chunk.len() as u64;
                 let fault = if p.bytes > p.limit {
                     Some(UploadError::TooLarge { limit: p.limit })
-                } else if p.allowance.bytes.is_some_and(|room| p.bytes > room) {
-                    Some(UploadError::RateLimited {
-                        retry_after: p.allowance.wait,
-                    })
                 } else {
-                    None
+                    let total = p.bytes;
+                    p.charge
+                        .as_mut()
+                        .and_then(|charge| charge.cover(total).err())
+                        .map(|retry_after| UploadError::RateLimited { retry_after })
                 };
                 if let Some(fault) = fault {
                     p.ended = Some(Err(fault.clone()));
@@ -521,10 +625,17 @@ impl Stream for Tee {
                 Poll::Ready(Some(Err(fault)))
             }
             Poll::Ready(None) => {
-                let imported = p.importer.take().map(Importer::finish);
-                p.ended = imported.map(Ok);
-                p.handed_at = Some(Instant::now());
-                Poll::Ready(None)
+                let Some(imported) = p.importer.take().map(Importer::finish) else {
+                    return Poll::Ready(None);
+                };
+                // Asked before the closing boundary is handed over: see `Tee::check`.
+                let store = this.store.clone();
+                let cid = imported.cid;
+                this.check = Some(tokio::spawn(async move { store.pinned(&cid).await }));
+                this.finished = Some(imported);
+                drop(p);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
         }
     }

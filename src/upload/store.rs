@@ -27,6 +27,10 @@ use crate::metrics::{StoreOutcome, METRICS};
 
 /// The most a store's answer to one call may hold (its NDJSON events for one file).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The most of a pin listing read for reconciliation (about 150,000 CIDs).
+const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+/// The most store addresses sent as `origins` (the spec allows 20).
+const MAX_ORIGINS: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -66,6 +70,8 @@ pub enum StoreError {
     BadAnswer(String),
 }
 
+/// Cheap to clone (the settings and a shared connection pool).
+#[derive(Clone)]
 pub struct Store {
     settings: StoreSettings,
     client: reqwest::Client,
@@ -195,6 +201,290 @@ impl Store {
         last_added_cid(&answer)
     }
 
+    /// Whether `cid` is pinned on the store now: Kubo's `pin/ls` (recursive), Cluster's
+    /// `allocations/{cid}` (its pinset, whatever the peers' progress).
+    pub async fn pinned(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let result = async {
+            let request = match self.settings.kind {
+                StoreKind::Kubo => {
+                    let mut url = self.endpoint("/api/v0/pin/ls");
+                    url.query_pairs_mut()
+                        .append_pair("arg", &cid.to_string())
+                        .append_pair("type", "recursive");
+                    self.post(url)
+                }
+                StoreKind::Cluster => {
+                    let url = self.endpoint(&format!("/allocations/{cid}"));
+                    let mut request = self.client.get(url);
+                    if let Some(value) = &self.settings.authorization {
+                        request = request.header(http::header::AUTHORIZATION, value.clone());
+                    }
+                    request
+                }
+            };
+            let (status, text) = self.call(request, self.settings.timeout).await?;
+            if status.is_success() {
+                return Ok(true);
+            }
+            // Kubo answers 500 "... is not pinned"; Cluster 404.
+            if status == 404 || text.contains("not pinned") {
+                return Ok(false);
+            }
+            Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: text.chars().take(200).collect(),
+            })
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+
+    /// Pins `cid` recursively, fetching what the store lacks from its own network; waits at
+    /// most `timeout`. Kubo's `pin/add`, Cluster's `POST /pins/{cid}` (with the replication
+    /// factors).
+    pub async fn pin(&self, cid: &Cid, timeout: Duration) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = async {
+            let request = match self.settings.kind {
+                StoreKind::Kubo => {
+                    let mut url = self.endpoint("/api/v0/pin/add");
+                    url.query_pairs_mut()
+                        .append_pair("arg", &cid.to_string())
+                        .append_pair("recursive", "true")
+                        .append_pair("progress", "false");
+                    self.post(url)
+                }
+                StoreKind::Cluster => {
+                    let mut url = self.endpoint(&format!("/pins/{cid}"));
+                    {
+                        let mut query = url.query_pairs_mut();
+                        query.append_pair("name", "matrix-pin");
+                        if self.settings.replication_min > 0 {
+                            query.append_pair(
+                                "replication-min",
+                                &self.settings.replication_min.to_string(),
+                            );
+                        }
+                        if self.settings.replication_max > 0 {
+                            query.append_pair(
+                                "replication-max",
+                                &self.settings.replication_max.to_string(),
+                            );
+                        }
+                    }
+                    self.post(url)
+                }
+            };
+            let (status, text) = self.call(request, timeout).await?;
+            if status.is_success() && !text.contains("\"Message\"") {
+                Ok(())
+            } else {
+                Err(StoreError::Refused {
+                    status: status.as_u16(),
+                    body: text.chars().take(200).collect(),
+                })
+            }
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+
+    /// Sends a small control call, answered whole within `timeout`; its status and
+    /// (bounded) text.
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, String), StoreError> {
+        tokio::time::timeout(timeout, async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+            let status = response.status();
+            let answer = read_answer(response).await?;
+            Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+        })
+        .await
+        .map_err(|_| StoreError::Failed("timed out".to_owned()))?
+    }
+
+    /// Imports the CAR `body` yields (one root) and pins its root: Kubo's `dag/import` with
+    /// `pin-roots`, Cluster's `add?format=car`. Answers the root the store reports. The
+    /// caller has verified every block: js-ipfs's `dag/import` checks none.
+    pub async fn import_car<S, E>(&self, body: S) -> Result<Cid, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let started = Instant::now();
+        let result = async {
+            let mut url = match self.settings.kind {
+                StoreKind::Kubo => self.endpoint("/api/v0/dag/import"),
+                StoreKind::Cluster => self.endpoint("/add"),
+            };
+            {
+                let mut query = url.query_pairs_mut();
+                match self.settings.kind {
+                    StoreKind::Kubo => {
+                        query
+                            .append_pair("pin-roots", "true")
+                            .append_pair("stats", "false");
+                    }
+                    StoreKind::Cluster => {
+                        query
+                            .append_pair("format", "car")
+                            .append_pair("name", "matrix-pin");
+                        if self.settings.replication_min > 0 {
+                            query.append_pair(
+                                "replication-min",
+                                &self.settings.replication_min.to_string(),
+                            );
+                        }
+                        if self.settings.replication_max > 0 {
+                            query.append_pair(
+                                "replication-max",
+                                &self.settings.replication_max.to_string(),
+                            );
+                        }
+                    }
+                }
+            }
+            let boundary = format!("ipfs-media-proxy-{:032x}", rand::random::<u128>());
+            let head = Bytes::from(format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"pin.car\"\r\n\
+                 Content-Type: application/vnd.ipld.car\r\n\r\n"
+            ));
+            let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+            let parts = futures_util::stream::once(async move { Ok(head) })
+                .chain(body.map(|item| item.map_err(Into::into)))
+                .chain(futures_util::stream::once(async move { Ok(tail) }));
+            let response = self
+                .post(url)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(reqwest::Body::wrap_stream(parts))
+                .send()
+                .await
+                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+            let status = response.status();
+            let answer = read_answer(response).await?;
+            if !status.is_success() {
+                return Err(StoreError::Refused {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
+                });
+            }
+            match self.settings.kind {
+                StoreKind::Kubo => imported_root(&answer),
+                StoreKind::Cluster => last_added_cid(&answer),
+            }
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+
+    /// The store's own addresses (multiaddrs with `/p2p/<id>`), for remote pinning services'
+    /// `origins`: Kubo's `id` (`Addresses`), Cluster's `id` (`ipfs.addresses`).
+    pub async fn addresses(&self) -> Result<Vec<String>, StoreError> {
+        let request = match self.settings.kind {
+            StoreKind::Kubo => self.post(self.endpoint("/api/v0/id")),
+            StoreKind::Cluster => {
+                let mut request = self.client.get(self.endpoint("/id"));
+                if let Some(value) = &self.settings.authorization {
+                    request = request.header(http::header::AUTHORIZATION, value.clone());
+                }
+                request
+            }
+        };
+        let (status, text) = self.call(request, self.settings.timeout).await?;
+        if !status.is_success() {
+            return Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: text.chars().take(200).collect(),
+            });
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| StoreError::BadAnswer(e.to_string()))?;
+        let list = v
+            .get("Addresses")
+            .or_else(|| v.get("ipfs").and_then(|i| i.get("addresses")))
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .take(MAX_ORIGINS)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(list)
+    }
+
+    /// Every CID the store pins recursively (Kubo's `pin/ls?type=recursive`, Cluster's
+    /// `allocations`), for remote pin reconciliation; at most `MAX_LISTING_BYTES` of answer.
+    pub async fn list_pins(&self) -> Result<Vec<Cid>, StoreError> {
+        let request = match self.settings.kind {
+            StoreKind::Kubo => {
+                let mut url = self.endpoint("/api/v0/pin/ls");
+                url.query_pairs_mut().append_pair("type", "recursive");
+                self.post(url)
+            }
+            StoreKind::Cluster => {
+                let mut request = self.client.get(self.endpoint("/allocations"));
+                if let Some(value) = &self.settings.authorization {
+                    request = request.header(http::header::AUTHORIZATION, value.clone());
+                }
+                request
+            }
+        };
+        let response = tokio::time::timeout(self.settings.timeout, request.send())
+            .await
+            .map_err(|_| StoreError::Failed("timed out".to_owned()))?
+            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+        let status = response.status();
+        let answer = read_answer_limited(response, MAX_LISTING_BYTES).await?;
+        if !status.is_success() {
+            return Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
+            });
+        }
+        let mut cids = Vec::new();
+        // Kubo: one `{"Keys": {cid: {...}}}` object; Cluster: NDJSON (or an array) of pins.
+        for line in answer.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+            let mut take = |text: &str| {
+                if let Ok(cid) = text.parse::<Cid>() {
+                    cids.push(cid);
+                }
+            };
+            if let Some(keys) = v.get("Keys").and_then(|k| k.as_object()) {
+                keys.keys().for_each(|k| take(k));
+            } else {
+                let items = v.as_array().cloned().unwrap_or_else(|| vec![v]);
+                for item in items {
+                    let cid = item.get("cid");
+                    if let Some(text) =
+                        cid.and_then(|c| c.as_str().or_else(|| c.get("/").and_then(|c| c.as_str())))
+                    {
+                        take(text);
+                    }
+                }
+            }
+        }
+        Ok(cids)
+    }
+
     /// Removes the pin on `cid` (a store that does not hold it is not an error).
     pub async fn unpin(&self, cid: &Cid) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -250,11 +540,18 @@ impl Store {
 }
 
 async fn read_answer(response: reqwest::Response) -> Result<Vec<u8>, StoreError> {
+    read_answer_limited(response, MAX_ANSWER_BYTES).await
+}
+
+async fn read_answer_limited(
+    response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, StoreError> {
     let mut answer = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| StoreError::BadAnswer(crate::chain::error_chain(&e)))?;
-        if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+        if answer.len() + chunk.len() > limit {
             return Err(StoreError::BadAnswer("the answer is too long".to_owned()));
         }
         answer.extend_from_slice(&chunk);
@@ -288,6 +585,44 @@ fn last_added_cid(answer: &[u8]) -> Result<Cid, StoreError> {
         }
     }
     found.ok_or_else(|| StoreError::BadAnswer("no CID in the answer".to_owned()))
+}
+
+/// The root of a Kubo `dag/import` answer (`{"Root":{"Cid":{"/":...},"PinErrorMsg":""}}`);
+/// a pin error or an error event is a failure.
+fn imported_root(answer: &[u8]) -> Result<Cid, StoreError> {
+    let mut found = None;
+    for line in answer.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_slice(line)
+            .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+        if let Some(message) = event.get("Message") {
+            return Err(StoreError::Failed(format!("the import failed: {message}")));
+        }
+        let Some(root) = event.get("Root") else {
+            continue;
+        };
+        if let Some(pin_error) = root
+            .get("PinErrorMsg")
+            .and_then(|v| v.as_str())
+            .filter(|m| !m.is_empty())
+        {
+            return Err(StoreError::Failed(format!(
+                "the root was not pinned: {pin_error}"
+            )));
+        }
+        let cid = root
+            .get("Cid")
+            .and_then(|c| c.get("/"))
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| StoreError::BadAnswer("a root without a CID".to_owned()))?;
+        found = Some(
+            cid.parse::<Cid>()
+                .map_err(|e| StoreError::BadAnswer(format!("not a CID: {e}")))?,
+        );
+    }
+    found.ok_or_else(|| StoreError::BadAnswer("no root in the answer".to_owned()))
 }
 
 #[cfg(test)]
