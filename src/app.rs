@@ -133,10 +133,12 @@ impl App {
         )?);
         let purge = cache.clone();
         denylist.spawn_watch(move |list| purge.remove_blocked(list));
+        // One count of what running fetches and thumbnail renders hold outside the cache.
+        let budget = Arc::new(MemoryBudget::new(config.cache.max_fetch_bytes.as_u64()));
         let thumbnails = config
             .thumbnails
             .enabled
-            .then(|| thumbnailer(config, cache.clone()));
+            .then(|| thumbnailer(config, cache.clone(), Arc::clone(&budget)));
         let uploader = match config.upload.enabled {
             true => Some(
                 Uploader::new(
@@ -161,7 +163,7 @@ impl App {
                 max_cached_bytes: config.cache.item_limit().as_u64(),
                 range_fetch_threshold: config.media.range_fetch_threshold.as_u64(),
             },
-            Arc::new(MemoryBudget::new(config.cache.max_fetch_bytes.as_u64())),
+            budget,
         );
         Ok(Self {
             homeserver,
@@ -581,7 +583,7 @@ fn upload_settings(config: &Config) -> crate::upload::UploadSettings {
     }
 }
 
-fn thumbnailer(config: &Config, cache: MediaCache) -> Thumbnailer {
+fn thumbnailer(config: &Config, cache: MediaCache, budget: Arc<MemoryBudget>) -> Thumbnailer {
     let t = &config.thumbnails;
     let sizes = t
         .sizes
@@ -610,7 +612,7 @@ fn thumbnailer(config: &Config, cache: MediaCache) -> Thumbnailer {
         max_queued: t.max_queued,
         render_timeout: t.render_timeout,
     };
-    Thumbnailer::new(cache, sizes, t.dynamic, limits, bounds)
+    Thumbnailer::new(cache, sizes, t.dynamic, limits, bounds, budget)
 }
 
 /// CORS preflight for our media routes, as Synapse answers it.

@@ -60,6 +60,10 @@ pub enum RequestError {
     /// `thumbnails.max_queued` renders already wait for a slot.
     #[error("too many thumbnails are waiting to be rendered")]
     RenderQueueFull,
+    /// The source and decoded image of this render would take the bytes held by running
+    /// fetches and renders past `cache.max_fetch_bytes`.
+    #[error("too much memory is held by renders and fetches")]
+    RenderBusy,
     /// A render was lost (its task panicked or the runtime is stopping).
     #[error("thumbnailing failed: {0}")]
     RenderFailed(&'static str),
@@ -167,6 +171,15 @@ impl RequestError {
                 "M_LIMIT_EXCEEDED",
                 "too many thumbnails are being rendered; try again later",
             ),
+            // Overload, as for a refused fetch: 503 with a retry hint.
+            E::RenderBusy => MatrixError {
+                retry_after_ms: Some(1000),
+                ..MatrixError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "M_LIMIT_EXCEEDED",
+                    "this server is rendering and fetching too much right now; try again shortly",
+                )
+            },
             E::RenderFailed(why) => bad_gateway(*why),
             E::Capabilities => bad_gateway("the homeserver's capabilities could not be read"),
             E::Panic => MatrixError::new(
@@ -475,6 +488,7 @@ mod tests {
             (E::NoSuchThumbnailSize, 404, "M_NOT_FOUND"),
             (E::RenderTimedOut(Duration::from_secs(1)), 503, "M_UNKNOWN"),
             (E::RenderQueueFull, 503, "M_LIMIT_EXCEEDED"),
+            (E::RenderBusy, 503, "M_LIMIT_EXCEEDED"),
             (E::RenderFailed("x"), 502, "M_UNKNOWN"),
             (E::Capabilities, 502, "M_UNKNOWN"),
             (E::Panic, 500, "M_UNKNOWN"),

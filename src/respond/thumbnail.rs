@@ -17,7 +17,9 @@
 //! - `render_timeout` bounds the wait for a slot plus the render: the client is answered at
 //!   the deadline and the thread stops at its next checkpoint;
 //! - a render whose requests have all gone (the future dropped) leaves the queue at once, and
-//!   a running one stops at its next checkpoint.
+//!   a running one stops at its next checkpoint;
+//! - its source (from when it is collected, so in the queue too) and then its decoded image
+//!   count in the fetches' memory budget (`cache.max_fetch_bytes`): past it, 503.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,6 +34,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::access_log::CacheOutcome;
 use crate::body::{self, Body};
+use crate::budget::MemoryBudget;
 use crate::cache::{CacheKey, CachedMedia, MediaCache};
 use crate::error::RequestError;
 use crate::media::headers::{self as media_headers, MediaHeaders};
@@ -64,6 +67,9 @@ pub struct Thumbnailer {
     max_queued: usize,
     /// The longest a render may take, its wait for a slot included.
     render_timeout: Duration,
+    /// The fetches' budget (`cache.max_fetch_bytes`): a render's source, from when it is
+    /// collected (the queue included), and its decoded image count against it.
+    budget: Arc<MemoryBudget>,
 
     /// Renders under way, so concurrent requests for one thumbnail share one.
     rendering: Mutex<HashMap<(Cid, ThumbnailRequest), Arc<Render>>>,
@@ -78,6 +84,7 @@ impl Thumbnailer {
         dynamic: bool,
         limits: Limits,
         bounds: RenderBounds,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
         Self {
             cache,
@@ -88,6 +95,7 @@ impl Thumbnailer {
             queued: AtomicUsize::new(0),
             max_queued: bounds.max_queued,
             render_timeout: bounds.render_timeout,
+            budget,
 
             rendering: Mutex::new(HashMap::new()),
             dimensions: moka::sync::Cache::new(KNOWN_DIMENSIONS),
@@ -159,6 +167,8 @@ impl Thumbnailer {
                 }
                 other => other.into(),
             })?;
+        // Held until the render ends or is abandoned, the wait for a slot included.
+        let source_held = self.hold(source.len() as u64)?;
         let timeout = self.render_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let permit = match tokio::time::timeout_at(deadline, self.slot()).await {
@@ -174,16 +184,24 @@ impl Thumbnailer {
         // Set when this future is dropped (every waiter gone) or the deadline passes.
         let abandon = AbandonOnDrop(Arc::new(AtomicBool::new(false)));
         let abandoned = Arc::clone(&abandon.0);
-        let task = tokio::task::spawn_blocking(move || -> Result<_, thumbnail::ThumbnailError> {
+        let task = tokio::task::spawn_blocking(move || -> Result<_, RequestError> {
             // The slot goes with this thread: it is free again only when the thread ends, so
-            // at most `max_concurrent` renders ever run, abandoned ones included.
+            // at most `max_concurrent` renders ever run, abandoned ones included. So does
+            // the source's charge: the thread holds the source until it ends.
             let _permit = permit;
+            let mut held = source_held;
             let go_on = || !abandoned.load(Ordering::Relaxed);
             // Queued on the blocking pool after its client left: never start.
             if !go_on() {
-                return Err(thumbnail::ThumbnailError::Abandoned);
+                return Err(thumbnail::ThumbnailError::Abandoned.into());
             }
             let info = thumbnail::probe(&source, &source_type, &limits)?;
+            // The decoded image (and the resizer's copy, at most as large) is what a render
+            // really holds; the probe read its size from the header.
+            if !held.grow(info.decoded_bytes) {
+                refused("budget");
+                return Err(RequestError::RenderBusy);
+            }
             dimensions.insert(cid, (info.width, info.height));
             let Some(size) = size_for(dynamic, &sizes, &wanted, (info.width, info.height)) else {
                 return Ok(None);
@@ -224,13 +242,21 @@ impl Thumbnailer {
             Ok(None) => Err(RequestError::NoSuchThumbnailSize),
             Err(error) => {
                 tracing::debug!(%error, "no thumbnail");
-                Err(error.into())
+                Err(error)
             }
         }
     }
 }
 
 impl Thumbnailer {
+    /// Counts `bytes` in the fetches' budget, or refuses the render (503) past it.
+    fn hold(&self, bytes: u64) -> Result<crate::budget::Held, RequestError> {
+        self.budget.try_hold(bytes).ok_or_else(|| {
+            refused("budget");
+            RequestError::RenderBusy
+        })
+    }
+
     /// A render slot: at once when one is free, else after waiting in the bounded queue.
     /// Dropping the future leaves the queue (the source it holds is freed with it).
     async fn slot(&self) -> Result<OwnedSemaphorePermit, RequestError> {

@@ -27,6 +27,8 @@ pub struct SourceInfo {
     pub(crate) stored_height: u32,
     pub(crate) orientation: Orientation,
     pub(crate) output: Output,
+    /// Bytes of the decoded image (width x height x bytes a pixel of its colour type).
+    pub decoded_bytes: u64,
 }
 
 /// Checks that `source` can be thumbnailed and reads its size, without decoding pixels.
@@ -92,6 +94,7 @@ pub fn probe(
         stored_height,
         orientation,
         output,
+        decoded_bytes: bytes,
     })
 }
 

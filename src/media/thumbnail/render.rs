@@ -235,6 +235,7 @@ mod tests {
             stored_height: h,
             orientation,
             output: Output::Jpeg,
+            decoded_bytes: u64::from(w) * u64::from(h) * 3,
         }
     }
 
