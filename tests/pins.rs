@@ -980,3 +980,61 @@ async fn after_a_restart_reconciliation_requests_only_what_is_missing() {
     })
     .await;
 }
+
+/// CIDs a service refuses for good do not keep later ones out: with room for one CID, a
+/// second pin is still requested once the first is given up on.
+#[tokio::test]
+async fn a_cid_given_up_on_makes_room_for_the_next() {
+    bounded(30, async {
+        let dag = balanced().await;
+        let small = Dag::load("small-raw.car").await;
+        let failing = PinService::new(ServiceMode::Failing);
+        let extra = format!(
+            "{}queue = 1
+reconcile_interval = \"0s\"\n",
+            service_lines("room", &failing.start().await.to_string())
+        );
+        let s = setup(&[dag.clone(), small.clone()], false, "", &extra).await;
+        assert_eq!(pin(&s.proxy, &dag.root.to_string()).await.0, 200);
+        let line = "ipfs_media_proxy_remote_pins{service=\"room\",status=\"failed\"} ";
+        support::until("the first is given up on", 10, || metric(line) == Some(1.0)).await;
+        assert_eq!(pin(&s.proxy, &small.root.to_string()).await.0, 200);
+        support::until("the second is requested", 10, || {
+            failing.requested().contains(&small.root.to_string())
+        })
+        .await;
+    })
+    .await;
+}
+
+/// A pin the service holds as `failed` is requested again by the next reconciliation.
+#[tokio::test]
+async fn reconciliation_asks_again_for_what_the_service_failed() {
+    bounded(30, async {
+        let small = Dag::load("small-raw.car").await;
+        let failing = PinService::new(ServiceMode::Failing);
+        failing
+            .pins
+            .lock()
+            .unwrap()
+            .insert(small.root.to_string(), 2);
+        let addr = failing.start().await;
+        let s = setup(std::slice::from_ref(&small), false, "", "").await;
+        assert_eq!(pin(&s.proxy, &small.root.to_string()).await.0, 200);
+        s.proxy.stop().await;
+        let store_url = format!("http://{}", s.store.start().await);
+        let _again = ProxyBuilder::new(s.hs.start().await)
+            .toml(&format!(
+                "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
+                 [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{}",
+                service_lines("asks-again", &addr.to_string())
+            ))
+            .start()
+            .await;
+        support::until("the failed pin is requested again", 5, || {
+            failing.requested().contains(&small.root.to_string())
+        })
+        .await;
+    })
+    .await;
+}

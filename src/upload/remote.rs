@@ -8,7 +8,8 @@
 //! - **Reconcile**: the store is the record, so nothing is lost across restarts without a
 //!   database of our own: at start and every `reconcile_interval`, the store's recursive pins
 //!   are compared with the service (`GET /pins?cid=...`, 10 at a time, the spec's maximum),
-//!   and only the CIDs the service does not know are requested. A crash between an upload and
+//!   and only the CIDs the service does not hold or is not pinning are requested (a pin it
+//!   failed is asked for again). A crash between an upload and
 //!   its request is repaired on the next pass.
 //!
 //! Lenient where real services deviate from the spec: a `200` where it says `202` (Pinata);
@@ -19,7 +20,7 @@
 //!
 //! Every loop is bounded: the queue (`queue`), the attempts, the status checks, the listing
 //! (`MAX_LISTING_BYTES`), and the known-state map (entries for CIDs not yet pinned, at most
-//! the queue's size).
+//! the queue's size; one given up on makes room for a new one).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -170,8 +171,21 @@ impl Service {
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.len() >= self.settings.queue && !state.contains_key(&cid) {
-                tracing::warn!(service = self.name(), %cid, "remote pin queue full; left to the next reconciliation");
-                return;
+                // A CID given up on makes room: else `queue` CIDs the service refuses for
+                // good would keep every later one out, for ever.
+                let given_up = state
+                    .iter()
+                    .find(|(_, (status, _))| *status == Status::Failed)
+                    .map(|(cid, _)| *cid);
+                match given_up {
+                    Some(old) => {
+                        state.remove(&old);
+                    }
+                    None => {
+                        tracing::warn!(service = self.name(), %cid, "remote pin queue full; left to the next reconciliation");
+                        return;
+                    }
+                }
             }
             state.entry(cid).or_insert((Status::Queued, Instant::now()));
         }
@@ -388,7 +402,8 @@ impl Service {
             let mut url = self.url("/pins");
             url.query_pairs_mut()
                 .append_pair("cid", &cids.join(","))
-                .append_pair("status", "queued,pinning,pinned,failed")
+                // A pin the service failed is requested again, like one it never had.
+                .append_pair("status", "queued,pinning,pinned")
                 .append_pair("limit", &CID_BATCH.to_string());
             let answer = self
                 .send(self.client.get(url))
@@ -400,6 +415,8 @@ impl Service {
                 .map(|results| {
                     results
                         .iter()
+                        // Also here: a service may ignore the status filter.
+                        .filter(|r| !matches!(pin_status(r), Ok(Status::Failed)))
                         .filter_map(|r| r.get("pin")?.get("cid")?.as_str().map(str::to_owned))
                         .collect()
                 })
