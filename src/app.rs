@@ -11,6 +11,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 
+use crate::access_log::UploadRecord;
 use crate::auth::{self, FederationVerdict, TokenChecker, Verdict};
 use crate::body::{self, Body};
 use crate::budget::MemoryBudget;
@@ -20,7 +21,7 @@ use crate::config::{Config, GatewayMode, ThumbnailMethod};
 use crate::denylist::Denylists;
 use crate::error::RequestError;
 use crate::forwarding::Peer;
-use crate::homeserver::Homeserver;
+use crate::homeserver::{Homeserver, Whoami};
 use crate::ipfs::gateway::{GatewaySettings, Mode};
 use crate::ipfs::pool::{Gateways, RetrievalSettings};
 use crate::media::headers;
@@ -36,7 +37,7 @@ use crate::respond::content::Waits;
 use crate::respond::thumbnail::{self, Thumbnailer};
 use crate::respond::{download, federation};
 use crate::router::{self, Access, Action, MediaRequest, Route, RouteConfig};
-use crate::upload::Uploader;
+use crate::upload::{UploadError, Uploader};
 
 pub struct App {
     homeserver: Homeserver,
@@ -324,42 +325,12 @@ impl App {
         request: Request<Body>,
         peer: &Peer,
     ) -> Result<Response<Body>, RequestError> {
-        let uploader = self
-            .uploader
-            .as_ref()
-            .expect("routed only when uploads are on");
-        let (parts, body) = request.into_parts();
-        let user = match self
-            .tokens
-            .check(&parts, peer)
-            .await
-            .map_err(RequestError::from)?
-        {
-            Verdict::Accepted { user, .. } => user,
-            Verdict::Refused(response) => return Ok(response),
+        let (uploader, parts, body, user) = match self.storing_for(request, peer).await? {
+            Storing::Yes(caller) => caller,
+            Storing::Answered(response) => return Ok(response),
         };
-        if !uploader.stores_for(&user) {
-            return self
-                .pass_through(Request::from_parts(parts, body), peer)
-                .await;
-        }
-        match uploader.upload(&parts, body, &user, peer).await {
-            Ok(response) => Ok(response),
-            Err((error, record)) => {
-                let mut response = {
-                    let error = RequestError::from(error);
-                    let matrix = error.to_matrix();
-                    if matrix.status.is_server_error() {
-                        tracing::warn!(%error, cid = record.cid.as_deref().unwrap_or("-"), "upload failed");
-                    } else {
-                        tracing::info!(%error, "upload refused");
-                    }
-                    error.into_response()
-                };
-                response.extensions_mut().insert(record);
-                Ok(response)
-            }
-        }
+        let result = uploader.upload(&parts, body, &user, peer).await;
+        Ok(stored_or_refused(result, "upload"))
     }
 
     /// # POST `/_matrix/media/{v3,unstable/rs.chir.matrix.msc2706}/pin/{cid}` (with
@@ -373,6 +344,21 @@ impl App {
         peer: &Peer,
         segment: &str,
     ) -> Result<Response<Body>, RequestError> {
+        let (uploader, parts, body, user) = match self.storing_for(request, peer).await? {
+            Storing::Yes(caller) => caller,
+            Storing::Answered(response) => return Ok(response),
+        };
+        let result = uploader.pin(&parts, body, &user, peer, segment).await;
+        Ok(stored_or_refused(result, "pin"))
+    }
+
+    /// Uploads and pins: the caller's token checked, then whether the proxy stores for them
+    /// (`upload.users`); anyone else's request goes to the homeserver as it came.
+    async fn storing_for(
+        &self,
+        request: Request<Body>,
+        peer: &Peer,
+    ) -> Result<Storing<'_>, RequestError> {
         let uploader = self
             .uploader
             .as_ref()
@@ -385,27 +371,15 @@ impl App {
             .map_err(RequestError::from)?
         {
             Verdict::Accepted { user, .. } => user,
-            Verdict::Refused(response) => return Ok(response),
+            Verdict::Refused(response) => return Ok(Storing::Answered(response)),
         };
         if !uploader.stores_for(&user) {
-            return self
+            let response = self
                 .pass_through(Request::from_parts(parts, body), peer)
-                .await;
+                .await?;
+            return Ok(Storing::Answered(response));
         }
-        match uploader.pin(&parts, body, &user, peer, segment).await {
-            Ok(response) => Ok(response),
-            Err((error, record)) => {
-                let error = RequestError::from(error);
-                if error.to_matrix().status.is_server_error() {
-                    tracing::warn!(%error, cid = record.cid.as_deref().unwrap_or("-"), "pin failed");
-                } else {
-                    tracing::info!(%error, cid = record.cid.as_deref().unwrap_or("-"), "pin refused");
-                }
-                let mut response = error.into_response();
-                response.extensions_mut().insert(record);
-                Ok(response)
-            }
-        }
+        Ok(Storing::Yes((uploader, parts, body, user)))
     }
 
     /// # GET `/_matrix/client/{v3,r0}/capabilities` (with `capabilities.advertise_ipfs`)
@@ -613,6 +587,35 @@ fn thumbnailer(config: &Config, cache: MediaCache, budget: Arc<MemoryBudget>) ->
         render_timeout: t.render_timeout,
     };
     Thumbnailer::new(cache, sizes, t.dynamic, limits, bounds, budget)
+}
+
+/// Who an upload or pin is for: a caller the proxy stores for, or the answer already given.
+enum Storing<'a> {
+    Yes((&'a Uploader, Parts, Body, Whoami)),
+    Answered(Response<Body>),
+}
+
+/// An upload's or pin's answer; a failure logged (a warning when it is ours or the store's,
+/// `info` when the request was refused) and answered as Matrix JSON, with its record for the
+/// access log either way.
+fn stored_or_refused(
+    result: Result<Response<Body>, (UploadError, UploadRecord)>,
+    what: &'static str,
+) -> Response<Body> {
+    let (error, record) = match result {
+        Ok(response) => return response,
+        Err(failed) => failed,
+    };
+    let error = RequestError::from(error);
+    let cid = record.cid.as_deref().unwrap_or("-");
+    if error.to_matrix().status.is_server_error() {
+        tracing::warn!(%error, cid, "{what} failed");
+    } else {
+        tracing::info!(%error, cid, "{what} refused");
+    }
+    let mut response = error.into_response();
+    response.extensions_mut().insert(record);
+    response
 }
 
 /// CORS preflight for our media routes, as Synapse answers it.

@@ -111,6 +111,65 @@ impl Store {
         request
     }
 
+    /// Cluster's replication factors, where configured (0: the cluster's own default).
+    fn replication(&self, query: &mut url::form_urlencoded::Serializer<'_, url::UrlQuery<'_>>) {
+        if self.settings.replication_min > 0 {
+            query.append_pair(
+                "replication-min",
+                &self.settings.replication_min.to_string(),
+            );
+        }
+        if self.settings.replication_max > 0 {
+            query.append_pair(
+                "replication-max",
+                &self.settings.replication_max.to_string(),
+            );
+        }
+    }
+
+    /// POSTs `body` as the one file of a `multipart/form-data` request (both stores' `add`
+    /// and `dag/import` take that form), streamed; the answer's bytes, or the refusal.
+    async fn post_file<S, E>(
+        &self,
+        url: Url,
+        file_name: &str,
+        content_type: &str,
+        body: S,
+    ) -> Result<Vec<u8>, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let boundary = format!("ipfs-media-proxy-{:032x}", rand::random::<u128>());
+        let head = Bytes::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        let parts = futures_util::stream::once(async move { Ok(head) })
+            .chain(body.map(|item| item.map_err(Into::into)))
+            .chain(futures_util::stream::once(async move { Ok(tail) }));
+        let response = self
+            .post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(reqwest::Body::wrap_stream(parts))
+            .send()
+            .await
+            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+        let status = response.status();
+        let answer = read_answer(response).await?;
+        if !status.is_success() {
+            return Err(StoreError::Refused {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
+            });
+        }
+        Ok(answer)
+    }
+
     /// Adds and pins the file whose bytes `body` yields, imported with `profile`; answers the
     /// root CID the store reports. An error from `body` aborts the request (the store sees a
     /// truncated multipart, and Kubo pins only a completed add).
@@ -171,33 +230,9 @@ impl Store {
                 }
             }
         }
-        let boundary = format!("ipfs-media-proxy-{:032x}", rand::random::<u128>());
-        let head = Bytes::from(format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n"
-        ));
-        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-        let parts = futures_util::stream::once(async move { Ok(head) })
-            .chain(body.map(|item| item.map_err(Into::into)))
-            .chain(futures_util::stream::once(async move { Ok(tail) }));
-        let response = self
-            .post(url)
-            .header(
-                http::header::CONTENT_TYPE,
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(reqwest::Body::wrap_stream(parts))
-            .send()
-            .await
-            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
-        let status = response.status();
-        let answer = read_answer(response).await?;
-        if !status.is_success() {
-            return Err(StoreError::Refused {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
-            });
-        }
+        let answer = self
+            .post_file(url, "upload", "application/octet-stream", body)
+            .await?;
         last_added_cid(&answer)
     }
 
@@ -261,18 +296,7 @@ impl Store {
                     {
                         let mut query = url.query_pairs_mut();
                         query.append_pair("name", "matrix-pin");
-                        if self.settings.replication_min > 0 {
-                            query.append_pair(
-                                "replication-min",
-                                &self.settings.replication_min.to_string(),
-                            );
-                        }
-                        if self.settings.replication_max > 0 {
-                            query.append_pair(
-                                "replication-max",
-                                &self.settings.replication_max.to_string(),
-                            );
-                        }
+                        self.replication(&mut query);
                     }
                     self.post(url)
                 }
@@ -338,48 +362,13 @@ impl Store {
                         query
                             .append_pair("format", "car")
                             .append_pair("name", "matrix-pin");
-                        if self.settings.replication_min > 0 {
-                            query.append_pair(
-                                "replication-min",
-                                &self.settings.replication_min.to_string(),
-                            );
-                        }
-                        if self.settings.replication_max > 0 {
-                            query.append_pair(
-                                "replication-max",
-                                &self.settings.replication_max.to_string(),
-                            );
-                        }
+                        self.replication(&mut query);
                     }
                 }
             }
-            let boundary = format!("ipfs-media-proxy-{:032x}", rand::random::<u128>());
-            let head = Bytes::from(format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"pin.car\"\r\n\
-                 Content-Type: application/vnd.ipld.car\r\n\r\n"
-            ));
-            let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-            let parts = futures_util::stream::once(async move { Ok(head) })
-                .chain(body.map(|item| item.map_err(Into::into)))
-                .chain(futures_util::stream::once(async move { Ok(tail) }));
-            let response = self
-                .post(url)
-                .header(
-                    http::header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(reqwest::Body::wrap_stream(parts))
-                .send()
-                .await
-                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
-            let status = response.status();
-            let answer = read_answer(response).await?;
-            if !status.is_success() {
-                return Err(StoreError::Refused {
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
-                });
-            }
+            let answer = self
+                .post_file(url, "pin.car", "application/vnd.ipld.car", body)
+                .await?;
             match self.settings.kind {
                 StoreKind::Kubo => imported_root(&answer),
                 StoreKind::Cluster => last_added_cid(&answer),
