@@ -70,6 +70,16 @@ pub enum StoreError {
     BadAnswer(String),
 }
 
+impl StoreError {
+    /// A refusal, with the start of the store's answer (enough to tell why; never all of it).
+    fn refused(status: http::StatusCode, text: &str) -> Self {
+        StoreError::Refused {
+            status: status.as_u16(),
+            body: text.chars().take(200).collect(),
+        }
+    }
+}
+
 /// Cheap to clone (the settings and a shared connection pool).
 #[derive(Clone)]
 pub struct Store {
@@ -162,10 +172,10 @@ impl Store {
         let status = response.status();
         let answer = read_answer(response).await?;
         if !status.is_success() {
-            return Err(StoreError::Refused {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
-            });
+            return Err(StoreError::refused(
+                status,
+                &String::from_utf8_lossy(&answer),
+            ));
         }
         Ok(answer)
     }
@@ -266,10 +276,7 @@ impl Store {
             if status == 404 || text.contains("not pinned") {
                 return Ok(false);
             }
-            Err(StoreError::Refused {
-                status: status.as_u16(),
-                body: text.chars().take(200).collect(),
-            })
+            Err(StoreError::refused(status, &text))
         }
         .await;
         self.record(started, &result);
@@ -305,10 +312,7 @@ impl Store {
             if status.is_success() && !text.contains("\"Message\"") {
                 Ok(())
             } else {
-                Err(StoreError::Refused {
-                    status: status.as_u16(),
-                    body: text.chars().take(200).collect(),
-                })
+                Err(StoreError::refused(status, &text))
             }
         }
         .await;
@@ -394,10 +398,7 @@ impl Store {
         };
         let (status, text) = self.call(request, self.settings.timeout).await?;
         if !status.is_success() {
-            return Err(StoreError::Refused {
-                status: status.as_u16(),
-                body: text.chars().take(200).collect(),
-            });
+            return Err(StoreError::refused(status, &text));
         }
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| StoreError::BadAnswer(e.to_string()))?;
@@ -439,10 +440,10 @@ impl Store {
         let status = response.status();
         let answer = read_answer_limited(response, MAX_LISTING_BYTES).await?;
         if !status.is_success() {
-            return Err(StoreError::Refused {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&answer).chars().take(200).collect(),
-            });
+            return Err(StoreError::refused(
+                status,
+                &String::from_utf8_lossy(&answer),
+            ));
         }
         let mut cids = Vec::new();
         // Kubo: one `{"Keys": {cid: {...}}}` object; Cluster: NDJSON (or an array) of pins.
@@ -504,10 +505,7 @@ impl Store {
             if status.is_success() || status == 404 || text.contains("not pinned") {
                 Ok(())
             } else {
-                Err(StoreError::Refused {
-                    status: status.as_u16(),
-                    body: text.chars().take(200).collect(),
-                })
+                Err(StoreError::refused(status, &text))
             }
         }
         .await;
