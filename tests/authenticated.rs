@@ -8,9 +8,31 @@ use http::StatusCode;
 
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, Proxy, ProxyBuilder};
+use support::{bounded, client, control, json, Baseline, Proxy, ProxyBuilder};
 
 const BYTES: &[u8] = b"some media bytes";
+
+/// How often the fail-closed cases below are repeated, and how many requests run at once.
+const ROUNDS: usize = 20;
+const CONCURRENT: usize = 10;
+
+/// Descriptors above the warm baseline once the repeats are over: the homeserver pool keeps
+/// an idle connection per whoami it had in flight at once (two descriptors each, the stub's
+/// end is in this process too); the baseline is taken after one round, but rounds overlap
+/// differently. Bounded by the concurrency: one per request would be hundreds.
+const FD_SLACK: usize = 2 * CONCURRENT + 4;
+
+/// RSS above the warm baseline: the stub records every request (headers and all, a few
+/// hundred bytes each); hundreds of requests that each kept their buffers would be past it.
+const RSS_SLACK: u64 = 8 << 20;
+
+/// A warm baseline: `round` has run once and a control passed through.
+async fn warm(proxy: &Proxy, round: impl std::future::Future<Output = ()>) -> Baseline {
+    round.await;
+    control(proxy).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Baseline::take()
+}
 
 async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy, String) {
     let gw = GatewayStub::new();
@@ -25,6 +47,7 @@ fn path(cid: &str) -> String {
 
 #[tokio::test]
 async fn accepted_token_is_served_and_remembered() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         for _ in 0..5 {
@@ -57,6 +80,7 @@ async fn accepted_token_is_served_and_remembered() {
 
 #[tokio::test]
 async fn unstable_alias_and_query_token() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         let url = proxy.url(&format!(
@@ -73,6 +97,7 @@ async fn unstable_alias_and_query_token() {
 
 #[tokio::test]
 async fn refusals_are_the_homeservers_own_and_never_remembered() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         let cases: [(Option<&str>, u16, &str); 3] = [
@@ -104,6 +129,7 @@ async fn refusals_are_the_homeservers_own_and_never_remembered() {
 
 #[tokio::test]
 async fn remembered_tokens_expire() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (hs, _gw, proxy, cid) = setup("[auth]\ntoken_cache_ttl = \"300ms\"").await;
         let get = || {
@@ -124,6 +150,7 @@ async fn remembered_tokens_expire() {
 
 #[tokio::test]
 async fn homeserver_that_cannot_be_asked_gives_502_never_access() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let gw = GatewayStub::new();
         let cid = gw.add(BYTES);
@@ -157,6 +184,7 @@ async fn homeserver_that_cannot_be_asked_gives_502_never_access() {
 
 #[tokio::test]
 async fn invalid_cid_is_checked_after_the_token() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (_hs, _gw, proxy, _cid) = setup("").await;
         let r = client()
@@ -183,6 +211,7 @@ async fn invalid_cid_is_checked_after_the_token() {
 
 #[tokio::test]
 async fn logout_through_the_proxy_forgets_the_token() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         let download = || {
@@ -222,6 +251,7 @@ async fn logout_through_the_proxy_forgets_the_token() {
 /// `{}`, a `user_id` that is not a string) is no access, with or without a token: 502.
 #[tokio::test]
 async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         let not_answers = [
@@ -251,6 +281,34 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
             }
         }
         assert_eq!(gw.hits(&cid), 0, "no media was fetched for anyone");
+        // Again, `CONCURRENT` at once each round (half with the token), each asking afresh
+        // and refused, with a control request among them.
+        let round = |fixed| {
+            let (hs, proxy, cid) = (&hs, &proxy, &cid);
+            async move {
+                hs.answer_whoami(Some(fixed));
+                let before = hs.whoami_calls();
+                let refused = support::concurrently(CONCURRENT, |n| async move {
+                    let mut request = client().get(proxy.url(&path(cid)));
+                    if n % 2 == 1 {
+                        request = request.bearer_auth("good");
+                    }
+                    let r = request.send().await.unwrap();
+                    assert_eq!(r.status(), 502, "{fixed:?}");
+                    assert_eq!(r.headers()["content-type"], "application/json");
+                    let body = json(&r.bytes().await.unwrap());
+                    assert_eq!(body["errcode"], "M_UNKNOWN", "{fixed:?}");
+                });
+                tokio::join!(refused, control(proxy));
+                assert_eq!(hs.whoami_calls(), before + CONCURRENT, "each asked afresh");
+            }
+        };
+        let baseline = warm(&proxy, round(not_answers[0])).await;
+        for r in 0..ROUNDS {
+            round(not_answers[r % not_answers.len()]).await;
+        }
+        calls += (ROUNDS + 1) * CONCURRENT;
+        assert_eq!(gw.hits(&cid), 0, "no media was fetched for anyone");
         // Nothing of that was remembered: with a real answer again, the token is asked about
         // afresh and served.
         hs.answer_whoami(None);
@@ -263,6 +321,11 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().as_ref(), BYTES);
         assert_eq!(hs.whoami_calls(), calls + 1);
+        control(&proxy).await;
+        // (The one accepted token is now remembered and the item cached: a few hundred bytes.)
+        baseline
+            .assert_back("after the false whoami answers", FD_SLACK, RSS_SLACK, 10)
+            .await;
     })
     .await;
 }
@@ -271,6 +334,7 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
 /// without asking the homeserver and without remembering anything under either token.
 #[tokio::test]
 async fn mixed_credentials_are_refused_as_synapse_does() {
+    let _serial = support::serial().await;
     bounded(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         // The stub lets the query token win, so a check of both would accept `forged`.
@@ -291,6 +355,35 @@ async fn mixed_credentials_are_refused_as_synapse_does() {
         }
         assert_eq!(hs.whoami_calls(), 0, "the homeserver was not asked");
         assert_eq!(gw.hits(&cid), 0);
+        // Again and again, `CONCURRENT` at once, with a control request among them.
+        let round = || {
+            let (proxy, cid) = (&proxy, &cid);
+            let refused = support::concurrently(CONCURRENT, move |n| async move {
+                let query = ["access_token=good", "access_token=", "access%5Ftoken=good"][n % 3];
+                let r = client()
+                    .get(proxy.url(&format!("{}?{query}", path(cid))))
+                    .bearer_auth("forged")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 401, "{query}");
+                let body = json(&r.bytes().await.unwrap());
+                assert_eq!(body["errcode"], "M_MISSING_TOKEN");
+            });
+            async move {
+                tokio::join!(refused, control(proxy));
+            }
+        };
+        let baseline = warm(&proxy, round()).await;
+        for _ in 0..ROUNDS {
+            round().await;
+        }
+        assert_eq!(hs.whoami_calls(), 0, "the homeserver was not asked");
+        assert_eq!(gw.hits(&cid), 0);
+        // Nothing is asked of the homeserver or the gateway: nothing pooled or cached grows.
+        baseline
+            .assert_back("after the mixed credentials", 4, RSS_SLACK, 10)
+            .await;
         // The header token alone is checked afresh, and refused by the homeserver.
         let r = client()
             .get(proxy.url(&path(&cid)))

@@ -243,6 +243,79 @@ pub fn assert_rss_growth_below(before: u64, limit: u64, what: &str) {
     );
 }
 
+/// Open descriptors of this process (Linux).
+pub fn descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Descriptors and RSS are counted for the whole process: a test that measures them holds
+/// this for its whole run, so no other test of its binary opens sockets or allocates under
+/// its figures. (Taken outside `bounded`: the wait is bounded by the holders' own bounds.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// What the process held once the proxy and its stubs were up and warm (one request served,
+/// so lazily made pools, connections and threads are counted): hostile traffic afterwards
+/// must leave descriptors and memory back near it. The proxy runs in this process, so the
+/// figures are the proxy's (and the stubs').
+pub struct Baseline {
+    fds: usize,
+    rss: u64,
+}
+
+impl Baseline {
+    pub fn take() -> Self {
+        Self {
+            fds: descriptors(),
+            rss: rss_bytes(),
+        }
+    }
+
+    /// Waits (at most `seconds`) until at most `fd_slack` descriptors and `rss_slack` bytes
+    /// of RSS more than at the baseline are held; fails naming both figures.
+    pub async fn assert_back(&self, what: &str, fd_slack: usize, rss_slack: u64, seconds: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let (fds, rss) = (descriptors(), rss_bytes());
+            if fds <= self.fds + fd_slack && rss <= self.rss + rss_slack {
+                eprintln!(
+                    "{what}: {fds} descriptors (baseline {}), RSS {} KiB (baseline {} KiB)",
+                    self.fds,
+                    rss >> 10,
+                    self.rss >> 10
+                );
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!("{what}: this process's TCP sockets:\n{}", socket_table());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not back near the baseline within {seconds} s: {fds} descriptors open \
+                 (baseline {}, {fd_slack} more allowed), RSS {} KiB (baseline {} KiB, {} KiB \
+                 more allowed)",
+                self.fds,
+                rss >> 10,
+                self.rss >> 10,
+                rss_slack >> 10
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `count` copies of `make(i)`, run concurrently; their outputs in order.
+pub async fn concurrently<F, Fut>(count: usize, make: F) -> Vec<Fut::Output>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future,
+{
+    futures_util::future::join_all((0..count).map(make)).await
+}
+
 /// The bytes running fetches hold now (the process-wide `cache.max_fetch_bytes` gauge).
 pub fn fetch_held_bytes() -> u64 {
     let text = ipfs_media_proxy::metrics::render();
@@ -299,4 +372,35 @@ pub async fn bounded<F: Future>(seconds: u64, f: F) -> F::Output {
 pub fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// This process's TCP sockets, one a line as `local port -> remote port st<state>` (the
+/// kernel's hex state: 01 established, 0A listening), to say what a descriptor count is made of.
+pub fn socket_table() -> String {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut out = String::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if inodes.contains(f[9]) {
+                let port =
+                    |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
+                out.push_str(&format!("{} -> {} st{}\n", port(f[1]), port(f[2]), f[3]));
+            }
+        }
+    }
+    out
 }
