@@ -89,6 +89,7 @@ fn gateway_settings(config: &Config) -> Vec<GatewaySettings> {
                 .authorization
                 .as_deref()
                 .map(|value| HeaderValue::from_str(value).expect("validated in config")),
+            max_idle_connections: gateway.max_idle_connections,
         })
         .collect()
 }

@@ -383,6 +383,10 @@ pub struct GatewayConfig {
     pub timeout: Duration,
     /// `Authorization` header value for a private gateway. Secret: never logged.
     pub authorization: Option<String>,
+    /// Idle keep-alive connections kept to this gateway for reuse; more are closed when their
+    /// request ends (a burst of concurrent fetches would otherwise leave one open each).
+    #[serde(default = "GatewayConfig::default_max_idle_connections")]
+    pub max_idle_connections: usize,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -395,6 +399,7 @@ impl std::fmt::Debug for GatewayConfig {
                 "authorization",
                 &self.authorization.as_ref().map(|_| "<redacted>"),
             )
+            .field("max_idle_connections", &self.max_idle_connections)
             .finish()
     }
 }
@@ -407,6 +412,10 @@ pub enum GatewayMode {
 }
 
 impl GatewayConfig {
+    fn default_max_idle_connections() -> usize {
+        32
+    }
+
     /// A gateway on this machine is ours to trust; anything across a network is not.
     pub fn effective_mode(&self) -> GatewayMode {
         self.mode.unwrap_or_else(|| {

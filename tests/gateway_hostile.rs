@@ -612,3 +612,47 @@ async fn max_dag_blocks_caps_a_walk() {
     })
     .await;
 }
+
+/// A gateway that answers a burst of fetches at once (all in flight together) leaves at most
+/// `max_idle_connections` idle connections behind, not one for each fetch.
+#[tokio::test]
+async fn a_burst_of_fetches_leaves_at_most_the_idle_cap_open() {
+    let _serial = support::serial().await;
+    bounded(30, async {
+        const BURST: usize = 40;
+        const CAP: usize = 2;
+        let gw = GatewayStub::new();
+        let addr = gw.start().await;
+        let p = proxy(
+            &[addr],
+            &[&format!("max_idle_connections = {CAP}")],
+            RETRIEVAL,
+        )
+        .await;
+        let burst = |r: usize| {
+            let (gw, p) = (&gw, &p);
+            support::concurrently(BURST, move |n| async move {
+                let content = format!("burst {r} item {n}");
+                // Held a moment so that every fetch of the burst is in flight at once.
+                let cid = gw.add_with(
+                    content.clone(),
+                    Behaviour::Delay(Duration::from_millis(200)),
+                );
+                served(p, &cid, content.as_bytes()).await;
+            })
+        };
+        let baseline = warm(&p, async {
+            control(&p).await;
+        })
+        .await;
+        burst(0).await;
+        burst(1).await;
+        control(&p).await;
+        // Two descriptors a kept connection (the stub's end is in this process), and the
+        // warm-up's own connection.
+        baseline
+            .assert_back("after two bursts", 2 * CAP + 4, RSS_SLACK, 10)
+            .await;
+    })
+    .await;
+}

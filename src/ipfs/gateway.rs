@@ -59,6 +59,9 @@ pub enum Mode {
 }
 
 /// One gateway as the proxy uses it (built from a `[[gateways]]` entry by the app).
+/// How long an idle gateway connection is kept for reuse.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct GatewaySettings {
     /// Base URL, without a trailing `/`: content is at `{base}/ipfs/{cid}`.
@@ -68,6 +71,8 @@ pub struct GatewaySettings {
     pub timeout: Duration,
     /// Sent on every request; marked sensitive so it is never logged.
     pub authorization: Option<HeaderValue>,
+    /// Idle connections kept for reuse; the rest close when their request ends.
+    pub max_idle_connections: usize,
 }
 
 pub struct Gateway {
@@ -99,6 +104,9 @@ impl Gateway {
             // Only the configured address: `HTTP_PROXY` and friends in the environment would
             // send every request (and a private gateway's `Authorization`) elsewhere.
             .no_proxy()
+            // Bounded: without it every connection of a burst stays open while idle.
+            .pool_max_idle_per_host(settings.max_idle_connections)
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .user_agent(concat!("ipfs-media-proxy/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .build()?;
