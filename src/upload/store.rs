@@ -225,18 +225,7 @@ impl Store {
                 }
                 StoreKind::Cluster => {
                     query.append_pair("name", "matrix-upload");
-                    if self.settings.replication_min > 0 {
-                        query.append_pair(
-                            "replication-min",
-                            &self.settings.replication_min.to_string(),
-                        );
-                    }
-                    if self.settings.replication_max > 0 {
-                        query.append_pair(
-                            "replication-max",
-                            &self.settings.replication_max.to_string(),
-                        );
-                    }
+                    self.replication(&mut query);
                 }
             }
         }
