@@ -8,7 +8,7 @@ use http::StatusCode;
 
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, control, json, Baseline, Proxy, ProxyBuilder};
+use support::{bounded, client, control, json, warm, Proxy, ProxyBuilder, WARM_ROUNDS};
 
 const BYTES: &[u8] = b"some media bytes";
 
@@ -18,21 +18,13 @@ const CONCURRENT: usize = 10;
 
 /// Descriptors above the warm baseline once the repeats are over: the homeserver pool keeps
 /// an idle connection per whoami it had in flight at once (two descriptors each, the stub's
-/// end is in this process too); the baseline is taken after one round, but rounds overlap
+/// end is in this process too); the baseline is taken after a few rounds, but rounds overlap
 /// differently. Bounded by the concurrency: one per request would be hundreds.
 const FD_SLACK: usize = 2 * CONCURRENT + 4;
 
 /// RSS above the warm baseline: the stub records every request (headers and all, a few
 /// hundred bytes each); hundreds of requests that each kept their buffers would be past it.
 const RSS_SLACK: u64 = 8 << 20;
-
-/// A warm baseline: `round` has run once and a control passed through.
-async fn warm(proxy: &Proxy, round: impl std::future::Future<Output = ()>) -> Baseline {
-    round.await;
-    control(proxy).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Baseline::take()
-}
 
 async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy, String) {
     let gw = GatewayStub::new();
@@ -303,11 +295,12 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
                 assert_eq!(hs.whoami_calls(), before + CONCURRENT, "each asked afresh");
             }
         };
-        let baseline = warm(&proxy, round(not_answers[0])).await;
+        let mut warmups = not_answers.iter().cycle();
+        let baseline = warm(&proxy, || round(*warmups.next().unwrap())).await;
         for r in 0..ROUNDS {
             round(not_answers[r % not_answers.len()]).await;
         }
-        calls += (ROUNDS + 1) * CONCURRENT;
+        calls += (WARM_ROUNDS + ROUNDS) * CONCURRENT;
         assert_eq!(gw.hits(&cid), 0, "no media was fetched for anyone");
         // Nothing of that was remembered: with a real answer again, the token is asked about
         // afresh and served.
@@ -374,7 +367,7 @@ async fn mixed_credentials_are_refused_as_synapse_does() {
                 tokio::join!(refused, control(proxy));
             }
         };
-        let baseline = warm(&proxy, round()).await;
+        let baseline = warm(&proxy, round).await;
         for _ in 0..ROUNDS {
             round().await;
         }

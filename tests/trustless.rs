@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::homeserver::HomeserverStub;
 use support::trustless::{Dag, Lie, TrustlessStub};
-use support::{bounded, client, control, json, Baseline, Proxy, ProxyBuilder};
+use support::{bounded, client, control, json, Proxy, ProxyBuilder};
 
 async fn proxy(gateways: &[&TrustlessStub], extra: &str) -> Proxy {
     let hs = HomeserverStub::new();
@@ -145,7 +145,7 @@ async fn with_no_honest_source_no_unverified_byte_is_served_and_nothing_is_cache
         assert_eq!(liar.cars(), 2, "nothing was cached");
 
         // Again and again, 5 at once, each cut after a true prefix, with a control request
-        // among them; then descriptors and memory are back where one round left them.
+        // among them; then descriptors and memory are back where the warm-up rounds left them.
         let round = || async {
             let cut = support::concurrently(5, |_| async {
                 if let Ok(r) = client().get(url(&p, &dag.root)).send().await {
@@ -156,10 +156,7 @@ async fn with_no_honest_source_no_unverified_byte_is_served_and_nothing_is_cache
             });
             tokio::join!(cut, control(&p));
         };
-        round().await;
-        control(&p).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let baseline = Baseline::take();
+        let baseline = support::warm(&p, round).await;
         let cars = liar.cars();
         for _ in 0..20 {
             round().await;
