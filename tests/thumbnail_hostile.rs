@@ -2,7 +2,8 @@
 //! thousands of scans, a flat 16-bit RGBA PNG that decodes to hundreds of MiB, and more
 //! renders than there are slots. Each test pins one bound of README's Limits and security.
 //!
-//! The tests read process-wide metrics, so they take turns (`SERIAL`).
+//! The tests read process-wide metrics, descriptors and memory, so they take turns
+//! (`support::serial`).
 
 mod support;
 
@@ -13,8 +14,6 @@ use ipfs_media_proxy::metrics::METRICS;
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
 use support::{bounded, client, json, Proxy, ProxyBuilder};
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn image(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -62,6 +61,18 @@ fn thumb(proxy: &Proxy, cid: &str) -> String {
     ))
 }
 
+/// A 640x480 PNG of its own for each `seed`.
+fn gradient(seed: u32) -> Vec<u8> {
+    let pixels = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x + seed) as u8, (y + 3 * seed) as u8, (x ^ y) as u8])
+    });
+    let mut png = Vec::new();
+    pixels
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
 /// Waits (bounded) until `n` more renders than `before` have taken a slot.
 async fn renders_started(before: u64, n: u64) {
     for _ in 0..500 {
@@ -79,7 +90,7 @@ const SLOW_SCANS: usize = 60_000;
 
 #[tokio::test]
 async fn a_many_scan_jpeg_is_refused_from_its_header() {
-    let _serial = SERIAL.lock().await;
+    let _serial = support::serial().await;
     bounded(60, async {
         let (_hs, gw, proxy) = setup("").await;
         let cid = gw.add(many_scans(SLOW_SCANS));
@@ -102,7 +113,7 @@ async fn a_many_scan_jpeg_is_refused_from_its_header() {
 
 #[tokio::test]
 async fn a_render_past_its_deadline_is_answered_503() {
-    let _serial = SERIAL.lock().await;
+    let _serial = support::serial().await;
     bounded(120, async {
         let (_hs, gw, proxy) =
             setup("[thumbnails]\nmax_jpeg_scans = 1000000\nrender_timeout = \"1s\"\n").await;
@@ -127,7 +138,7 @@ async fn a_render_past_its_deadline_is_answered_503() {
 
 #[tokio::test]
 async fn a_normal_thumbnail_is_answered_while_hostile_ones_are_asked_for() {
-    let _serial = SERIAL.lock().await;
+    let _serial = support::serial().await;
     bounded(120, async {
         // Two slots, two hostile sources asked for at once: neither may take a slot for long.
         let (_hs, gw, proxy) = setup("[thumbnails]\nmax_concurrent = 2\n").await;
@@ -161,7 +172,7 @@ async fn a_normal_thumbnail_is_answered_while_hostile_ones_are_asked_for() {
 
 #[tokio::test]
 async fn renders_nobody_waits_for_never_start_or_stop_at_a_checkpoint() {
-    let _serial = SERIAL.lock().await;
+    let _serial = support::serial().await;
     bounded(240, async {
         // The deadline is far off: the control request below waits out the hostile decode,
         // which is slow in a debug build on a loaded machine.
@@ -214,7 +225,7 @@ async fn renders_nobody_waits_for_never_start_or_stop_at_a_checkpoint() {
 
 #[tokio::test]
 async fn a_full_render_queue_is_answered_503_at_once() {
-    let _serial = SERIAL.lock().await;
+    let _serial = support::serial().await;
     bounded(120, async {
         let (_hs, gw, proxy) = setup(
             "[thumbnails]\nmax_concurrent = 1\nmax_queued = 1\nmax_jpeg_scans = 1000000\nrender_timeout = \"5s\"\n",
@@ -244,7 +255,7 @@ async fn a_full_render_queue_is_answered_503_at_once() {
 
 #[tokio::test]
 async fn a_16_bit_rgba_png_is_held_to_the_decoded_bytes_bound() {
-    let _serial = SERIAL.lock().await;
+    let _serial = support::serial().await;
     bounded(120, async {
         // 5792 x 5792 is just under 32 Mpx, but at 8 bytes a pixel decodes to 256 MiB.
         let big = image("rgba16-5792x5792.png");
@@ -268,6 +279,72 @@ async fn a_16_bit_rgba_png_is_held_to_the_decoded_bytes_bound() {
         let r = client().get(thumb(&proxy, &at_bound)).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "image/png");
+    })
+    .await;
+}
+
+/// Rounds of every hostile source at once (thousands of scans, refused from the header; 256
+/// MiB of decoded pixels, refused before decoding), with a normal render of a new size among
+/// them, then renders abandoned at their deadline: afterwards descriptors and memory are
+/// back where the warm-up rounds left them. No render, buffer or connection outlives its
+/// request.
+#[tokio::test]
+async fn hostile_rounds_leave_descriptors_and_memory_where_they_were() {
+    let _serial = support::serial().await;
+    bounded(180, async {
+        let (_hs, gw, proxy) = setup("[thumbnails]\nmax_concurrent = 2\n").await;
+        let scans = gw.add(many_scans(SLOW_SCANS));
+        let big = gw.add(image("rgba16-5792x5792.png"));
+        let (p, scans, big) = (&proxy, &scans, &big);
+        let mut seeds = 0..;
+        let mut round = || {
+            // A source not seen before: rendered, not answered from the cache.
+            let normal = gw.add(gradient(seeds.next().unwrap()));
+            async move {
+                let hostile = support::concurrently(4, |n| async move {
+                    let cid = if n % 2 == 0 { scans } else { big };
+                    let r = client().get(thumb(p, cid)).send().await.unwrap();
+                    assert_eq!(r.status(), 400);
+                    assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNKNOWN");
+                });
+                let normal = async {
+                    let r = client().get(thumb(p, &normal)).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    assert!(!r.bytes().await.unwrap().is_empty());
+                };
+                tokio::join!(hostile, normal);
+            }
+        };
+        let baseline = support::warm(p, &mut round).await;
+        let rendered = METRICS.thumbnails_rendered.get();
+        for _ in 0..10 {
+            round().await;
+        }
+        assert_eq!(METRICS.thumbnails_rendered.get() - rendered, 10);
+        // Each cached thumbnail is a few KiB.
+        baseline
+            .assert_back("after the hostile thumbnails", 4, 8 << 20, 10)
+            .await;
+
+        // Renders that run past their deadline: answered 503, and their decode stops.
+        let (_hs, gw, proxy) =
+            setup("[thumbnails]\nmax_jpeg_scans = 1000000\nrender_timeout = \"500ms\"\n").await;
+        let slow = gw.add(many_scans(SLOW_SCANS));
+        let (p, slow) = (&proxy, &slow);
+        let round = move || async move {
+            let r = client().get(thumb(p, slow)).send().await.unwrap();
+            assert_eq!(r.status(), 503);
+            let _ = r.bytes().await;
+            support::control(p).await;
+        };
+        let baseline = support::warm(p, round).await;
+        for _ in 0..5 {
+            round().await;
+        }
+        // An abandoned decode holds a few MiB of coefficients until its next checkpoint.
+        baseline
+            .assert_back("after the renders past their deadline", 4, 8 << 20, 20)
+            .await;
     })
     .await;
 }
