@@ -56,12 +56,20 @@ async fn renders_hold_their_source_and_pixels_in_the_fetch_budget() {
         )
         .await;
 
-        // Alone, a render over the whole budget runs, and is counted while it does.
+        // Alone, a render over the whole budget runs, and is counted while it does. Its source
+        // is fetched first, so that the fetch's own count is given back before the render
+        // asks for room (otherwise the render may or may not be alone, by a few microseconds).
+        let source = proxy.url(&format!("/_matrix/media/v3/download/s/ipfs_{wide}"));
+        let r = client().get(&source).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap(), image("rgba16-4096x4096.png"));
+        support::until("the source's fetch is given back", 10, || held() == 0).await;
         let url = thumb(&proxy, &wide);
         let render = tokio::spawn(async move { client().get(url).send().await.unwrap() });
         support::until("the decoded image is counted", 60, || held() >= 128 << 20).await;
         let r = render.await.unwrap();
         assert_eq!(r.status(), 200);
+        assert_eq!(gw.hits(&wide), 1, "the source came from the cache");
         support::until("and given back", 10, || held() == 0).await;
 
         // The small source, cached: its thumbnail needs no fetch.
