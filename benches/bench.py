@@ -165,6 +165,31 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
+def sched_totals(pids):
+    """Summed over every thread of `pids` (and nginx's workers): nanoseconds spent runnable but
+    waiting for a CPU (`schedstat`'s second field), involuntary context switches (preempted
+    while it still had work), and the thread count. Evidence for tail latency: a request whose
+    thread waits in the run queue waits that long too."""
+    wait_ns = preempted = threads = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    wait_ns += int(f.read().split()[1])
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("nonvoluntary_ctxt_switches:"):
+                            preempted += int(line.split()[1])
+                threads += 1
+            except (OSError, IndexError, ValueError):
+                pass
+    return wait_ns, preempted, threads
+
+
 def status_kib(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -236,12 +261,14 @@ def write_wrk_scripts():
 def run_wrk(url, script, conns, threads, duration, pids):
     hwm_reset = reset_hwm(pids)
     cpu0 = cpu_seconds(pids)
+    sched0 = sched_totals(pids)
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", script, url]
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
     except subprocess.TimeoutExpired:
         raise HarnessError(f"wrk did not finish: {url}")
     cpu1 = cpu_seconds(pids)
+    sched1 = sched_totals(pids)
     line = next((l for l in r.stdout.splitlines() if l.startswith("WRKJSON ")), None)
     if r.returncode != 0 or line is None:
         raise HarnessError(f"wrk failed on {url}: {r.stderr.strip() or r.stdout.strip()}")
@@ -254,6 +281,9 @@ def run_wrk(url, script, conns, threads, duration, pids):
         mib_s=res["bytes"] / secs / 2**20 if secs else 0.0,
         cpu_s=cpu1 - cpu0,
         cpu_s_per_10k=(cpu1 - cpu0) / n * 1e4 if n else None,
+        runq_us_per_req=(sched1[0] - sched0[0]) / 1e3 / n if n else None,
+        preempted_per_1k=(sched1[1] - sched0[1]) / n * 1e3 if n else None,
+        threads=sched1[2],
         hwm_kib=sum(h for h in hwm if h),
         hwm_reset=hwm_reset,
         errors=res["connect"] + res["read"] + res["write"] + res["timeout"],
@@ -276,6 +306,9 @@ def aggregate(runs):
         "p50_us": med("p50_us"),
         "p99_us": med("p99_us"),
         "cpu_s_per_10k": med("cpu_s_per_10k"),
+        "runq_us_per_req": med("runq_us_per_req"),
+        "preempted_per_1k": med("preempted_per_1k"),
+        "threads": max((r["threads"] for r in runs), default=None),
         "peak_rss_kib": max((r["hwm_kib"] for r in runs), default=None),
         "hwm_reset": all(r["hwm_reset"] for r in runs),
         "requests": sum(r["requests"] for r in runs),
@@ -476,7 +509,9 @@ class Bench:
                 self.perf_finish(prof)
                 runs[label].append(r)
                 log(f"  {label:>14} round {rnd + 1}: {r['rps']:9.0f} req/s  p50 {r['p50_us']:6d} us  "
-                    f"p99 {r['p99_us']:6d} us  cpu/10k {r['cpu_s_per_10k']:.3f} s  err {r['errors']}+{r['non2xx']}")
+                    f"p99 {r['p99_us']:6d} us  cpu/10k {r['cpu_s_per_10k']:.3f} s  "
+                    f"runq {r['runq_us_per_req']:.1f} us/req  preempted {r['preempted_per_1k']:.2f}/1k  "
+                    f"err {r['errors']}+{r['non2xx']}")
         res = {"title": title, "connections": conns, "threads": threads, "duration_s": self.duration,
                "kind": "wrk", "variants": {label: aggregate(rs) for label, rs in runs.items()}}
         for label, v in res["variants"].items():
@@ -1239,15 +1274,20 @@ def render_markdown(res):
     wrk = [(k, v) for k, v in sc.items() if v["kind"] == "wrk"]
     if wrk:
         out += ["## Throughput and latency (wrk)", "",
-                "| scenario | variant | req/s | MiB/s | p50 | p99 | CPU s / 10k req | peak RSS | errors |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "| scenario | variant | req/s | MiB/s | p50 | p99 | CPU s / 10k req | run-queue wait / req | preempted / 1k req | threads | peak RSS | errors |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, s in wrk:
             for label, v in s["variants"].items():
                 err = f"{v['errors']} + {v['non2xx']} non-2xx" if v["errors"] or v["non2xx"] else "0"
                 out.append(f"| {k} ({s['connections']} conn) | {label} | {fmt(v['rps'])} | {fmt(v['mib_s'], nd=1)} | "
                            f"{fmt(v['p50_us'] / 1e3, ' ms', 3)} | {fmt(v['p99_us'] / 1e3, ' ms', 3)} | "
-                           f"{fmt(v['cpu_s_per_10k'], ' s', 3)} | {fmt(v['peak_rss_kib'] / 1024, ' MiB', 1)} | {err} |")
-        out.append("")
+                           f"{fmt(v['cpu_s_per_10k'], ' s', 3)} | {fmt(v.get('runq_us_per_req'), ' us', 1)} | "
+                           f"{fmt(v.get('preempted_per_1k'), '', 2)} | {fmt(v.get('threads'))} | "
+                           f"{fmt(v['peak_rss_kib'] / 1024, ' MiB', 1)} | {err} |")
+        out += ["", "Run-queue wait and preemptions are the server under test's threads only (schedstat and "
+                "`nonvoluntary_ctxt_switches` of every thread, summed): how long its threads were ready to "
+                "run but had no CPU, per request. On 2 shared cores this is where a p99 far above the p50 "
+                "comes from.", ""]
     for key in ("8-client", "8-client-1conn"):
         if key not in sc:
             continue
