@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use support::homeserver::HomeserverStub;
+use support::store::{arg, first_part, post_as, text};
 use support::trustless::{Dag, Lie, TrustlessStub};
 use support::{bounded, client, json, Proxy, ProxyBuilder, StubBody};
 
@@ -72,11 +73,7 @@ impl PinStore {
             .lock()
             .unwrap()
             .push(format!("{method} {path}?{query}"));
-        let arg = query
-            .split('&')
-            .find_map(|p| p.strip_prefix("arg="))
-            .unwrap_or("")
-            .to_owned();
+        let arg = arg(&query);
         let mode = *self.mode.lock().unwrap();
         if self.cluster {
             if let Some(cid) = path.strip_prefix("/allocations/") {
@@ -154,15 +151,7 @@ impl PinStore {
     /// Reads the multipart CAR whole and pins the roots it names (as js-ipfs does: without
     /// checking a block).
     async fn dag_import(&self, req: Request<Incoming>) -> Response<StubBody> {
-        let boundary = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| multer::parse_boundary(v).ok())
-            .expect("a multipart dag/import");
-        let stream = http_body_util::BodyDataStream::new(req.into_body());
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let Ok(Some(field)) = multipart.next_field().await else {
+        let Ok(Some(field)) = first_part(req).await else {
             return text(StatusCode::BAD_REQUEST, "no file");
         };
         let Ok(car) = field.bytes().await else {
@@ -188,22 +177,7 @@ impl PinStore {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<StubBody> {
-    let mut r = Response::new(
-        http_body_util::Full::new(Bytes::from(body.to_owned()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r
-}
-
-struct Setup {
-    hs: HomeserverStub,
-    gw: TrustlessStub,
-    store: PinStore,
-    proxy: Proxy,
-}
+type Setup = support::store::Setup<TrustlessStub, PinStore>;
 
 async fn setup(dags: &[Dag], cluster: bool, upload_lines: &str, extra: &str) -> Setup {
     let hs = HomeserverStub::new();
@@ -216,7 +190,7 @@ async fn setup(dags: &[Dag], cluster: bool, upload_lines: &str, extra: &str) -> 
     } else {
         "max_bytes = \"4MiB\"\n"
     };
-    let proxy = ProxyBuilder::new(hs.start().await)
+    let builder = ProxyBuilder::new(hs.start().await)
         .gateway(gw.start().await)
         .gateway_line("mode = \"trustless\"")
         .gateway_line("timeout = \"1s\"")
@@ -226,38 +200,12 @@ async fn setup(dags: &[Dag], cluster: bool, upload_lines: &str, extra: &str) -> 
              pin_find_timeout = \"1s\"\n{upload_lines}\n\
              [upload.store]\nkind = \"{kind}\"\nurl = \"http://{store_addr}\"\n\
              replication_min = 2\nreplication_max = 3\n{extra}"
-        ))
-        .start()
-        .await;
-    Setup {
-        hs,
-        gw,
-        store,
-        proxy,
-    }
-}
-
-async fn pin_at(
-    proxy: &Proxy,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let mut request = client()
-        .post(proxy.url(path))
-        .header("content-type", content_type)
-        .body(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let r = request.send().await.unwrap();
-    let status = r.status();
-    (status, json(&r.bytes().await.unwrap()))
+        ));
+    Setup::start(hs, gw, store, builder).await
 }
 
 async fn pin(proxy: &Proxy, cid: &str) -> (StatusCode, serde_json::Value) {
-    pin_at(
+    post_as(
         proxy,
         &format!("/_matrix/media/v3/pin/{cid}"),
         Some("good"),
@@ -331,7 +279,7 @@ async fn the_unstable_path_encodings_and_the_msc2706_form() {
                 }
             })
             .collect();
-        let (status, answer) = pin_at(
+        let (status, answer) = post_as(
             &s.proxy,
             &format!("/_matrix/media/unstable/rs.chir.matrix.msc2706/pin/{encoded}"),
             Some("good"),
@@ -460,13 +408,13 @@ async fn callers_and_rate_limits_as_uploads() {
         )
         .await;
         let path = format!("/_matrix/media/v3/pin/{}", dag.root);
-        let (status, answer) = pin_at(&s.proxy, &path, None, "application/json", vec![]).await;
+        let (status, answer) = post_as(&s.proxy, &path, None, "application/json", vec![]).await;
         assert_eq!(
             (status.as_u16(), answer["errcode"].as_str()),
             (401, Some("M_MISSING_TOKEN"))
         );
         let (status, answer) =
-            pin_at(&s.proxy, &path, Some("bad"), "application/json", vec![]).await;
+            post_as(&s.proxy, &path, Some("bad"), "application/json", vec![]).await;
         assert_eq!(
             (status.as_u16(), answer["errcode"].as_str()),
             (401, Some("M_UNKNOWN_TOKEN"))
@@ -484,7 +432,7 @@ async fn callers_and_rate_limits_as_uploads() {
             r#"{"user_id":"@guest:test","is_guest":true}"#,
         )));
         let (status, answer) =
-            pin_at(&s.proxy, &path, Some("guest"), "application/json", vec![]).await;
+            post_as(&s.proxy, &path, Some("guest"), "application/json", vec![]).await;
         assert_eq!(
             (status.as_u16(), answer["errcode"].as_str()),
             (403, Some("M_FORBIDDEN"))
@@ -551,7 +499,7 @@ fn car_of(roots: &[cid::Cid], blocks: &[(cid::Cid, Bytes)]) -> Vec<u8> {
 }
 
 async fn pin_car(proxy: &Proxy, cid: &cid::Cid, car: Vec<u8>) -> (StatusCode, serde_json::Value) {
-    pin_at(
+    post_as(
         proxy,
         &format!("/_matrix/media/v3/pin/{cid}"),
         Some("good"),
