@@ -57,8 +57,12 @@ impl PinStore {
         self.calls.lock().unwrap().clone()
     }
 
+    fn calls_where(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.calls().into_iter().filter(|c| keep(c)).collect()
+    }
+
     fn calls_to(&self, what: &str) -> usize {
-        self.calls().iter().filter(|c| c.contains(what)).count()
+        self.calls_where(|c| c.contains(what)).len()
     }
 
     async fn start(&self) -> std::net::SocketAddr {
@@ -66,13 +70,7 @@ impl PinStore {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<StubBody> {
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().unwrap_or("").to_owned();
-        let method = req.method().clone();
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("{method} {path}?{query}"));
+        let (method, path, query) = logged(&self.calls, &req);
         let arg = arg(&query);
         let mode = *self.mode.lock().unwrap();
         if self.cluster {
@@ -179,6 +177,18 @@ impl PinStore {
 
 type Setup = support::store::Setup<TrustlessStub, PinStore>;
 
+/// A stub's request, added to its `calls` as `method path?query`: its method, path and query.
+fn logged(calls: &Mutex<Vec<String>>, req: &Request<Incoming>) -> (http::Method, String, String) {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let method = req.method().clone();
+    calls
+        .lock()
+        .unwrap()
+        .push(format!("{method} {path}?{query}"));
+    (method, path, query)
+}
+
 async fn setup(dags: &[Dag], cluster: bool, upload_lines: &str, extra: &str) -> Setup {
     let hs = HomeserverStub::new();
     let gw = TrustlessStub::new(dags, Lie::Honest);
@@ -231,12 +241,7 @@ async fn a_found_file_is_pinned_by_the_store_and_answered_with_its_mxc() {
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["content_uri"], format!("mxc://test/ipfs_{root}"));
         assert_eq!(s.store.pinned(), BTreeSet::from([root.clone()]));
-        let pin_adds: Vec<String> = s
-            .store
-            .calls()
-            .into_iter()
-            .filter(|c| c.contains("/api/v0/pin/add"))
-            .collect();
+        let pin_adds = s.store.calls_where(|c| c.contains("/api/v0/pin/add"));
         assert_eq!(pin_adds.len(), 1);
         assert!(pin_adds[0].contains(&format!("arg={root}")));
         assert!(pin_adds[0].contains("recursive=true"));
@@ -451,12 +456,7 @@ async fn a_cluster_store_and_a_failing_store() {
         let root = dag.root.to_string();
         let (status, answer) = pin(&s.proxy, &root).await;
         assert_eq!(status, 200, "{answer}");
-        let posts: Vec<String> = s
-            .store
-            .calls()
-            .into_iter()
-            .filter(|c| c.starts_with("POST /pins/"))
-            .collect();
+        let posts = s.store.calls_where(|c| c.starts_with("POST /pins/"));
         assert_eq!(posts.len(), 1, "{:?}", s.store.calls());
         assert!(posts[0].contains(&root));
         assert!(posts[0].contains("replication-min=2") && posts[0].contains("replication-max=3"));
@@ -684,6 +684,12 @@ impl PinService {
         }
     }
 
+    /// A request for `cid` the service holds from before, checked twice already (at its final
+    /// status).
+    fn held_before(&self, cid: &str) {
+        self.pins.lock().unwrap().insert(cid.to_owned(), 2);
+    }
+
     fn requested(&self) -> Vec<String> {
         self.requests
             .lock()
@@ -722,13 +728,7 @@ impl PinService {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<StubBody> {
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().unwrap_or("").to_owned();
-        let method = req.method().clone();
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("{method} {path}?{query}"));
+        let (method, path, query) = logged(&self.calls, &req);
         let auth = req
             .headers()
             .get("authorization")
@@ -797,6 +797,25 @@ fn service_lines(name: &str, addr: &str) -> String {
         "[[upload.remote_pins]]\nname = \"{name}\"\nendpoint = \"http://{addr}\"\ntoken = \"svc-token\"\n\
          max_attempts = 3\nretry_backoff = \"50ms\"\nstatus_interval = \"50ms\"\n"
     )
+}
+
+/// A second proxy over the homeserver `hs` and the store (the first stopped), with the
+/// remote pinning service `name` at `addr`.
+async fn restarted(
+    hs: &HomeserverStub,
+    store: &PinStore,
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> Proxy {
+    let services = service_lines(name, &addr.to_string());
+    let store_url = format!("http://{}", store.start().await);
+    ProxyBuilder::new(hs.start().await)
+        .toml(&format!(
+            "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
+             [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{services}"
+        ))
+        .start()
+        .await
 }
 
 fn metric(line_start: &str) -> Option<f64> {
@@ -894,21 +913,9 @@ async fn after_a_restart_reconciliation_requests_only_what_is_missing() {
         assert_eq!(pin(&s.proxy, &small.root.to_string()).await.0, 200);
         s.proxy.stop().await;
         let service = PinService::new(ServiceMode::Spec);
-        service
-            .pins
-            .lock()
-            .unwrap()
-            .insert(small.root.to_string(), 2);
+        service.held_before(&small.root.to_string());
         let addr = service.start().await;
-        let store_url = format!("http://{}", s.store.start().await);
-        let _again = ProxyBuilder::new(s.hs.start().await)
-            .toml(&format!(
-                "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
-                 [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{}",
-                service_lines("restart", &addr.to_string())
-            ))
-            .start()
-            .await;
+        let _again = restarted(&s.hs, &s.store, "restart", addr).await;
         support::until("the missing CID is requested", 5, || {
             service.requested() == [dag.root.to_string()]
         })
@@ -961,24 +968,12 @@ async fn reconciliation_asks_again_for_what_the_service_failed() {
     bounded(30, async {
         let small = Dag::load("small-raw.car").await;
         let failing = PinService::new(ServiceMode::Failing);
-        failing
-            .pins
-            .lock()
-            .unwrap()
-            .insert(small.root.to_string(), 2);
+        failing.held_before(&small.root.to_string());
         let addr = failing.start().await;
         let s = setup(std::slice::from_ref(&small), false, "", "").await;
         assert_eq!(pin(&s.proxy, &small.root.to_string()).await.0, 200);
         s.proxy.stop().await;
-        let store_url = format!("http://{}", s.store.start().await);
-        let _again = ProxyBuilder::new(s.hs.start().await)
-            .toml(&format!(
-                "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
-                 [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{}",
-                service_lines("asks-again", &addr.to_string())
-            ))
-            .start()
-            .await;
+        let _again = restarted(&s.hs, &s.store, "asks-again", addr).await;
         support::until("the failed pin is requested again", 5, || {
             failing.requested().contains(&small.root.to_string())
         })
