@@ -11,14 +11,13 @@ use bytes::Bytes;
 use cid::multihash::Multihash;
 use cid::Cid;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ipfs_media_proxy::ipfs::unixfs::FileLink;
 use sha2::Digest as _;
 
-use support::homeserver::HomeserverStub;
+use support::store::text;
 use support::trustless::encode::{encode_file_node, encode_varint};
-use support::{bounded, json, pattern, rss_bytes, ProxyBuilder, StubBody};
+use support::{bounded, json, pattern, rss_bytes, StubBody};
 
 const MIB: usize = 1024 * 1024;
 
@@ -71,45 +70,19 @@ use futures_util::StreamExt;
 /// A Kubo RPC that keeps nothing: `dag/import` counts its bytes and answers the root it is
 /// told; nothing is pinned before.
 async fn store(req: Request<Incoming>, seen: Arc<Mutex<(u64, String)>>) -> Response<StubBody> {
-    let text = |status: StatusCode, body: String| {
-        let mut r = Response::new(
-            http_body_util::Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed(),
-        );
-        *r.status_mut() = status;
-        r
-    };
     match req.uri().path() {
         "/api/v0/pin/ls" => text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "{\"Message\":\"not pinned\"}".into(),
+            "{\"Message\":\"not pinned\"}",
         ),
         "/api/v0/dag/import" => {
-            let boundary = req
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| multer::parse_boundary(v).ok())
-                .unwrap();
-            let stream = http_body_util::BodyDataStream::new(req.into_body());
-            let mut multipart = multer::Multipart::new(stream, boundary);
-            let mut field = multipart.next_field().await.unwrap().unwrap();
-            let mut len = 0;
-            while let Some(chunk) = field.chunk().await.unwrap() {
-                len += chunk.len() as u64;
-            }
-            let root = {
-                let mut seen = seen.lock().unwrap();
-                seen.0 = len;
-                seen.1.clone()
-            };
+            let root = support::store::count_file(req, &seen).await;
             text(
                 StatusCode::OK,
-                format!("{{\"Root\":{{\"Cid\":{{\"/\":\"{root}\"}},\"PinErrorMsg\":\"\"}}}}\n"),
+                &format!("{{\"Root\":{{\"Cid\":{{\"/\":\"{root}\"}},\"PinErrorMsg\":\"\"}}}}\n"),
             )
         }
-        _ => text(StatusCode::OK, "{}".into()),
+        _ => text(StatusCode::OK, "{}"),
     }
 }
 
@@ -119,21 +92,12 @@ async fn a_car_pin_of_max_bytes_keeps_rss_flat() {
         const LEAVES: usize = 64;
         let seen = Arc::new(Mutex::new((0u64, String::new())));
         let counter = Arc::clone(&seen);
-        let (store, _task) = support::serve(move |req| store(req, Arc::clone(&counter))).await;
-        let hs = HomeserverStub::new();
         let spool = tempfile::tempdir().unwrap();
-        let proxy = ProxyBuilder::new(hs.start().await)
-            .toml(&format!(
-                "[upload]\nenabled = true\nmax_bytes = \"64MiB\"\nspool_dir = {:?}\n\
-                 [upload.store]\nkind = \"kubo\"\nurl = \"http://{store}\"\n",
-                spool.path()
-            ))
-            .start()
-            .await;
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(240))
-            .build()
-            .unwrap();
+        let (proxy, client) = support::store::proxy_before(
+            move |req| store(req, Arc::clone(&counter)),
+            &format!("max_bytes = \"64MiB\"\nspool_dir = {:?}", spool.path()),
+        )
+        .await;
         let pin = |leaves: usize| {
             let (root, body) = car(leaves);
             seen.lock().unwrap().1 = root.to_string();

@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use support::homeserver::HomeserverStub;
+use support::store::{arg, first_part, post_as, text};
 use support::trustless::{Dag, Lie, TrustlessStub};
 use support::{bounded, client, json, Proxy, ProxyBuilder, StubBody};
 
@@ -56,8 +57,12 @@ impl PinStore {
         self.calls.lock().unwrap().clone()
     }
 
+    fn calls_where(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.calls().into_iter().filter(|c| keep(c)).collect()
+    }
+
     fn calls_to(&self, what: &str) -> usize {
-        self.calls().iter().filter(|c| c.contains(what)).count()
+        self.calls_where(|c| c.contains(what)).len()
     }
 
     async fn start(&self) -> std::net::SocketAddr {
@@ -65,18 +70,8 @@ impl PinStore {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<StubBody> {
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().unwrap_or("").to_owned();
-        let method = req.method().clone();
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("{method} {path}?{query}"));
-        let arg = query
-            .split('&')
-            .find_map(|p| p.strip_prefix("arg="))
-            .unwrap_or("")
-            .to_owned();
+        let (method, path, query) = logged(&self.calls, &req);
+        let arg = arg(&query);
         let mode = *self.mode.lock().unwrap();
         if self.cluster {
             if let Some(cid) = path.strip_prefix("/allocations/") {
@@ -154,15 +149,7 @@ impl PinStore {
     /// Reads the multipart CAR whole and pins the roots it names (as js-ipfs does: without
     /// checking a block).
     async fn dag_import(&self, req: Request<Incoming>) -> Response<StubBody> {
-        let boundary = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| multer::parse_boundary(v).ok())
-            .expect("a multipart dag/import");
-        let stream = http_body_util::BodyDataStream::new(req.into_body());
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let Ok(Some(field)) = multipart.next_field().await else {
+        let Ok(Some(field)) = first_part(req).await else {
             return text(StatusCode::BAD_REQUEST, "no file");
         };
         let Ok(car) = field.bytes().await else {
@@ -188,21 +175,18 @@ impl PinStore {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<StubBody> {
-    let mut r = Response::new(
-        http_body_util::Full::new(Bytes::from(body.to_owned()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r
-}
+type Setup = support::store::Setup<TrustlessStub, PinStore>;
 
-struct Setup {
-    hs: HomeserverStub,
-    gw: TrustlessStub,
-    store: PinStore,
-    proxy: Proxy,
+/// A stub's request, added to its `calls` as `method path?query`: its method, path and query.
+fn logged(calls: &Mutex<Vec<String>>, req: &Request<Incoming>) -> (http::Method, String, String) {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let method = req.method().clone();
+    calls
+        .lock()
+        .unwrap()
+        .push(format!("{method} {path}?{query}"));
+    (method, path, query)
 }
 
 async fn setup(dags: &[Dag], cluster: bool, upload_lines: &str, extra: &str) -> Setup {
@@ -216,7 +200,7 @@ async fn setup(dags: &[Dag], cluster: bool, upload_lines: &str, extra: &str) -> 
     } else {
         "max_bytes = \"4MiB\"\n"
     };
-    let proxy = ProxyBuilder::new(hs.start().await)
+    let builder = ProxyBuilder::new(hs.start().await)
         .gateway(gw.start().await)
         .gateway_line("mode = \"trustless\"")
         .gateway_line("timeout = \"1s\"")
@@ -226,38 +210,12 @@ async fn setup(dags: &[Dag], cluster: bool, upload_lines: &str, extra: &str) -> 
              pin_find_timeout = \"1s\"\n{upload_lines}\n\
              [upload.store]\nkind = \"{kind}\"\nurl = \"http://{store_addr}\"\n\
              replication_min = 2\nreplication_max = 3\n{extra}"
-        ))
-        .start()
-        .await;
-    Setup {
-        hs,
-        gw,
-        store,
-        proxy,
-    }
-}
-
-async fn pin_at(
-    proxy: &Proxy,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let mut request = client()
-        .post(proxy.url(path))
-        .header("content-type", content_type)
-        .body(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let r = request.send().await.unwrap();
-    let status = r.status();
-    (status, json(&r.bytes().await.unwrap()))
+        ));
+    Setup::start(hs, gw, store, builder).await
 }
 
 async fn pin(proxy: &Proxy, cid: &str) -> (StatusCode, serde_json::Value) {
-    pin_at(
+    post_as(
         proxy,
         &format!("/_matrix/media/v3/pin/{cid}"),
         Some("good"),
@@ -283,12 +241,7 @@ async fn a_found_file_is_pinned_by_the_store_and_answered_with_its_mxc() {
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["content_uri"], format!("mxc://test/ipfs_{root}"));
         assert_eq!(s.store.pinned(), BTreeSet::from([root.clone()]));
-        let pin_adds: Vec<String> = s
-            .store
-            .calls()
-            .into_iter()
-            .filter(|c| c.contains("/api/v0/pin/add"))
-            .collect();
+        let pin_adds = s.store.calls_where(|c| c.contains("/api/v0/pin/add"));
         assert_eq!(pin_adds.len(), 1);
         assert!(pin_adds[0].contains(&format!("arg={root}")));
         assert!(pin_adds[0].contains("recursive=true"));
@@ -331,7 +284,7 @@ async fn the_unstable_path_encodings_and_the_msc2706_form() {
                 }
             })
             .collect();
-        let (status, answer) = pin_at(
+        let (status, answer) = post_as(
             &s.proxy,
             &format!("/_matrix/media/unstable/rs.chir.matrix.msc2706/pin/{encoded}"),
             Some("good"),
@@ -460,13 +413,13 @@ async fn callers_and_rate_limits_as_uploads() {
         )
         .await;
         let path = format!("/_matrix/media/v3/pin/{}", dag.root);
-        let (status, answer) = pin_at(&s.proxy, &path, None, "application/json", vec![]).await;
+        let (status, answer) = post_as(&s.proxy, &path, None, "application/json", vec![]).await;
         assert_eq!(
             (status.as_u16(), answer["errcode"].as_str()),
             (401, Some("M_MISSING_TOKEN"))
         );
         let (status, answer) =
-            pin_at(&s.proxy, &path, Some("bad"), "application/json", vec![]).await;
+            post_as(&s.proxy, &path, Some("bad"), "application/json", vec![]).await;
         assert_eq!(
             (status.as_u16(), answer["errcode"].as_str()),
             (401, Some("M_UNKNOWN_TOKEN"))
@@ -484,7 +437,7 @@ async fn callers_and_rate_limits_as_uploads() {
             r#"{"user_id":"@guest:test","is_guest":true}"#,
         )));
         let (status, answer) =
-            pin_at(&s.proxy, &path, Some("guest"), "application/json", vec![]).await;
+            post_as(&s.proxy, &path, Some("guest"), "application/json", vec![]).await;
         assert_eq!(
             (status.as_u16(), answer["errcode"].as_str()),
             (403, Some("M_FORBIDDEN"))
@@ -503,12 +456,7 @@ async fn a_cluster_store_and_a_failing_store() {
         let root = dag.root.to_string();
         let (status, answer) = pin(&s.proxy, &root).await;
         assert_eq!(status, 200, "{answer}");
-        let posts: Vec<String> = s
-            .store
-            .calls()
-            .into_iter()
-            .filter(|c| c.starts_with("POST /pins/"))
-            .collect();
+        let posts = s.store.calls_where(|c| c.starts_with("POST /pins/"));
         assert_eq!(posts.len(), 1, "{:?}", s.store.calls());
         assert!(posts[0].contains(&root));
         assert!(posts[0].contains("replication-min=2") && posts[0].contains("replication-max=3"));
@@ -551,7 +499,7 @@ fn car_of(roots: &[cid::Cid], blocks: &[(cid::Cid, Bytes)]) -> Vec<u8> {
 }
 
 async fn pin_car(proxy: &Proxy, cid: &cid::Cid, car: Vec<u8>) -> (StatusCode, serde_json::Value) {
-    pin_at(
+    post_as(
         proxy,
         &format!("/_matrix/media/v3/pin/{cid}"),
         Some("good"),
@@ -736,6 +684,12 @@ impl PinService {
         }
     }
 
+    /// A request for `cid` the service holds from before, checked twice already (at its final
+    /// status).
+    fn held_before(&self, cid: &str) {
+        self.pins.lock().unwrap().insert(cid.to_owned(), 2);
+    }
+
     fn requested(&self) -> Vec<String> {
         self.requests
             .lock()
@@ -774,13 +728,7 @@ impl PinService {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<StubBody> {
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().unwrap_or("").to_owned();
-        let method = req.method().clone();
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("{method} {path}?{query}"));
+        let (method, path, query) = logged(&self.calls, &req);
         let auth = req
             .headers()
             .get("authorization")
@@ -849,6 +797,25 @@ fn service_lines(name: &str, addr: &str) -> String {
         "[[upload.remote_pins]]\nname = \"{name}\"\nendpoint = \"http://{addr}\"\ntoken = \"svc-token\"\n\
          max_attempts = 3\nretry_backoff = \"50ms\"\nstatus_interval = \"50ms\"\n"
     )
+}
+
+/// A second proxy over the homeserver `hs` and the store (the first stopped), with the
+/// remote pinning service `name` at `addr`.
+async fn restarted(
+    hs: &HomeserverStub,
+    store: &PinStore,
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> Proxy {
+    let services = service_lines(name, &addr.to_string());
+    let store_url = format!("http://{}", store.start().await);
+    ProxyBuilder::new(hs.start().await)
+        .toml(&format!(
+            "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
+             [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{services}"
+        ))
+        .start()
+        .await
 }
 
 fn metric(line_start: &str) -> Option<f64> {
@@ -946,21 +913,9 @@ async fn after_a_restart_reconciliation_requests_only_what_is_missing() {
         assert_eq!(pin(&s.proxy, &small.root.to_string()).await.0, 200);
         s.proxy.stop().await;
         let service = PinService::new(ServiceMode::Spec);
-        service
-            .pins
-            .lock()
-            .unwrap()
-            .insert(small.root.to_string(), 2);
+        service.held_before(&small.root.to_string());
         let addr = service.start().await;
-        let store_url = format!("http://{}", s.store.start().await);
-        let _again = ProxyBuilder::new(s.hs.start().await)
-            .toml(&format!(
-                "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
-                 [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{}",
-                service_lines("restart", &addr.to_string())
-            ))
-            .start()
-            .await;
+        let _again = restarted(&s.hs, &s.store, "restart", addr).await;
         support::until("the missing CID is requested", 5, || {
             service.requested() == [dag.root.to_string()]
         })
@@ -1013,24 +968,12 @@ async fn reconciliation_asks_again_for_what_the_service_failed() {
     bounded(30, async {
         let small = Dag::load("small-raw.car").await;
         let failing = PinService::new(ServiceMode::Failing);
-        failing
-            .pins
-            .lock()
-            .unwrap()
-            .insert(small.root.to_string(), 2);
+        failing.held_before(&small.root.to_string());
         let addr = failing.start().await;
         let s = setup(std::slice::from_ref(&small), false, "", "").await;
         assert_eq!(pin(&s.proxy, &small.root.to_string()).await.0, 200);
         s.proxy.stop().await;
-        let store_url = format!("http://{}", s.store.start().await);
-        let _again = ProxyBuilder::new(s.hs.start().await)
-            .toml(&format!(
-                "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\n\
-                 [upload.store]\nkind = \"kubo\"\nurl = \"{store_url}\"\n{}",
-                service_lines("asks-again", &addr.to_string())
-            ))
-            .start()
-            .await;
+        let _again = restarted(&s.hs, &s.store, "asks-again", addr).await;
         support::until("the failed pin is requested again", 5, || {
             failing.requested().contains(&small.root.to_string())
         })

@@ -7,13 +7,12 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipfs_media_proxy::ipfs::import::{Importer, Profile};
 
-use support::homeserver::HomeserverStub;
-use support::{bounded, json, pattern, ProxyBuilder, StubBody};
+use support::store::text;
+use support::{bounded, json, pattern, StubBody};
 
 use support::rss_bytes;
 
@@ -36,29 +35,10 @@ fn cid_of(len: usize) -> String {
 
 /// A Kubo `add` that keeps nothing: it counts what it reads and answers the CID it is told.
 async fn add(req: Request<Incoming>, seen: Arc<Mutex<(u64, String)>>) -> Response<StubBody> {
-    let boundary = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| multer::parse_boundary(v).ok())
-        .unwrap();
-    let stream = http_body_util::BodyDataStream::new(req.into_body());
-    let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut field = multipart.next_field().await.unwrap().unwrap();
-    let mut len = 0;
-    while let Some(chunk) = field.chunk().await.unwrap() {
-        len += chunk.len() as u64;
-    }
-    let cid = {
-        let mut seen = seen.lock().unwrap();
-        seen.0 = len;
-        seen.1.clone()
-    };
-    let body = format!("{{\"Name\":\"upload\",\"Hash\":\"{cid}\"}}\n");
-    Response::new(
-        http_body_util::Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
+    let cid = support::store::count_file(req, &seen).await;
+    text(
+        StatusCode::OK,
+        &format!("{{\"Name\":\"upload\",\"Hash\":\"{cid}\"}}\n"),
     )
 }
 
@@ -68,19 +48,11 @@ async fn a_128_mib_upload_keeps_rss_flat() {
         const LEN: usize = 128 * MIB;
         let seen = Arc::new(Mutex::new((0u64, cid_of(2 * MIB))));
         let counter = Arc::clone(&seen);
-        let (store, _task) = support::serve(move |req| add(req, Arc::clone(&counter))).await;
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
-            .toml(&format!(
-                "[upload]\nenabled = true\nmax_bytes = \"1GiB\"\n\
-                 [upload.store]\nkind = \"kubo\"\nurl = \"http://{store}\"\n"
-            ))
-            .start()
-            .await;
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(240))
-            .build()
-            .unwrap();
+        let (proxy, client) = support::store::proxy_before(
+            move |req| add(req, Arc::clone(&counter)),
+            "max_bytes = \"1GiB\"",
+        )
+        .await;
         let upload = |len: usize| {
             let blocks = blocks(len).map(Ok::<_, std::io::Error>);
             client

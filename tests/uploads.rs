@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
 use support::gateway::{raw_cid, GatewayStub};
 use support::homeserver::HomeserverStub;
+use support::store::{arg, first_part, post_as, text};
 use support::{bounded, client, json, Proxy, ProxyBuilder, StubBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +133,7 @@ impl StoreStub {
 
     async fn add(&self, req: Request<Incoming>) -> Response<StubBody> {
         let mode = *self.mode.lock().unwrap();
-        let boundary = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| multer::parse_boundary(v).ok())
-            .expect("a multipart add");
-        let stream = http_body_util::BodyDataStream::new(req.into_body());
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let Ok(Some(mut field)) = multipart.next_field().await else {
+        let Ok(Some(mut field)) = first_part(req).await else {
             return text(StatusCode::BAD_REQUEST, "no file");
         };
         assert_eq!(field.name(), Some("file"));
@@ -190,30 +182,7 @@ impl StoreStub {
     }
 }
 
-fn arg(query: &str) -> String {
-    query
-        .split('&')
-        .find_map(|p| p.strip_prefix("arg="))
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn text(status: StatusCode, body: &str) -> Response<StubBody> {
-    let mut r = Response::new(
-        http_body_util::Full::new(Bytes::from(body.to_owned()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r
-}
-
-struct Setup {
-    hs: HomeserverStub,
-    gw: GatewayStub,
-    store: StoreStub,
-    proxy: Proxy,
-}
+type Setup = support::store::Setup<GatewayStub, StoreStub>;
 
 async fn setup(mode: Mode, cluster: bool, upload_lines: &str, extra: &str) -> Setup {
     let hs = HomeserverStub::new();
@@ -221,21 +190,14 @@ async fn setup(mode: Mode, cluster: bool, upload_lines: &str, extra: &str) -> Se
     let store = StoreStub::new(mode, cluster);
     let store_addr = store.start().await;
     let kind = if cluster { "cluster" } else { "kubo" };
-    let proxy = ProxyBuilder::new(hs.start().await)
+    let builder = ProxyBuilder::new(hs.start().await)
         .gateway(gw.start().await)
         .toml(&format!(
             "[upload]\nenabled = true\nmax_bytes = \"4MiB\"\nstore_timeout = \"400ms\"\n{upload_lines}\n\
              [upload.store]\nkind = \"{kind}\"\nurl = \"http://{store_addr}\"\n\
              authorization = \"Bearer store-secret\"\nreplication_min = 2\nreplication_max = 3\n{extra}"
-        ))
-        .start()
-        .await;
-    Setup {
-        hs,
-        gw,
-        store,
-        proxy,
-    }
+        ));
+    Setup::start(hs, gw, store, builder).await
 }
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not really a picture, but it sniffs as one";
@@ -245,17 +207,14 @@ async fn upload(
     token: Option<&str>,
     bytes: Vec<u8>,
 ) -> (StatusCode, serde_json::Value) {
-    let mut request = client()
-        .post(proxy.url("/_matrix/media/v3/upload?filename=a.png"))
-        .header("content-type", "image/png")
-        .body(bytes);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let r = request.send().await.unwrap();
-    let status = r.status();
-    let body = r.bytes().await.unwrap();
-    (status, json(&body))
+    post_as(
+        proxy,
+        "/_matrix/media/v3/upload?filename=a.png",
+        token,
+        "image/png",
+        bytes,
+    )
+    .await
 }
 
 #[tokio::test]

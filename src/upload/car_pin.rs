@@ -74,14 +74,9 @@ impl Uploader {
         if announced.is_some_and(|n| n > car_limit) {
             return Err(UploadError::TooLarge { limit });
         }
-        let charge = self
-            .rate
-            .start(&user.user_id, announced)
-            .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
+        let charge = self.start_charge(user, announced)?;
         if self.store.pinned(&cid).await? {
-            self.stored.insert(cid, ());
-            charge.keep();
-            return Ok(answer(&self.content_uri(user, &cid)));
+            return Ok(self.already_pinned(cid, user, charge));
         }
         let charge = Arc::new(Mutex::new(charge));
         let fault: Arc<Mutex<Option<UploadError>>> = Arc::default();

@@ -24,6 +24,8 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyDataStream;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::access_log::UploadRecord;
 use crate::body::{self, Body};
@@ -194,43 +196,13 @@ impl Uploader {
     }
 
     /// Stores the body of an accepted user's upload; the success answer, or why not.
-    pub async fn upload(
-        &self,
-        parts: &Parts,
-        body: Body,
-        user: &Whoami,
-        peer: &Peer,
-    ) -> Result<Response<Body>, (UploadError, UploadRecord)> {
-        let mut record = UploadRecord {
-            cid: None,
-            bytes: 0,
-            outcome: "stored",
-        };
-        match self
-            .store_upload(parts, body, user, peer, &mut record)
-            .await
-        {
-            Ok(answer) => {
-                METRICS
-                    .uploads
-                    .get_or_create(&Outcome { outcome: "stored" })
-                    .inc();
-                METRICS.upload_bytes.inc_by(record.bytes);
-                let mut response = answer;
-                response.extensions_mut().insert(record);
-                Ok(response)
-            }
-            Err(error) => {
-                record.outcome = error.outcome();
-                METRICS
-                    .uploads
-                    .get_or_create(&Outcome {
-                        outcome: record.outcome,
-                    })
-                    .inc();
-                Err((error, record))
-            }
-        }
+    pub async fn upload(&self, parts: &Parts, body: Body, user: &Whoami, peer: &Peer) -> Recorded {
+        recorded(&METRICS.uploads, "stored", async |record| {
+            let answer = self.store_upload(parts, body, user, peer, record).await?;
+            METRICS.upload_bytes.inc_by(record.bytes);
+            Ok(answer)
+        })
+        .await
     }
 
     async fn store_upload(
@@ -244,19 +216,12 @@ impl Uploader {
         if user.is_guest && !self.settings.allow_guests {
             return Err(UploadError::Guest);
         }
-        let announced = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let announced = content_length(parts);
         let limit = self.max_bytes(parts, peer).await;
         if announced.is_some_and(|n| n > limit) {
             return Err(UploadError::TooLarge { limit });
         }
-        let charge = self
-            .rate
-            .start(&user.user_id, announced)
-            .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
+        let charge = self.start_charge(user, announced)?;
 
         let keep = announced.is_none_or(|n| n <= self.settings.cache_item_limit);
         let progress = Arc::new(Mutex::new(Progress {
@@ -405,6 +370,14 @@ impl Uploader {
         );
     }
 
+    /// Starts charging `user`'s rate limit for a request announcing `announced` bytes.
+    #[allow(clippy::result_large_err)] // UploadError, as every step of an upload or pin returns
+    fn start_charge(&self, user: &Whoami, announced: Option<u64>) -> Result<Charge, UploadError> {
+        self.rate
+            .start(&user.user_id, announced)
+            .map_err(|retry_after| UploadError::RateLimited { retry_after })
+    }
+
     /// The store now holds `cid` because of an upload or a pin: the remote services too.
     fn pinned_here(&self, cid: &Cid) {
         if let Some(remote) = &self.remote {
@@ -480,6 +453,49 @@ impl Uploader {
         }
         None
     }
+}
+
+/// The answer to an upload or a pin, with its access-log record (on the response, or with
+/// the error).
+pub type Recorded = Result<Response<Body>, (UploadError, UploadRecord)>;
+
+/// Runs one upload or pin (`run`, filling in its record) and counts its outcome in `counter`.
+async fn recorded(
+    counter: &Family<Outcome, Counter>,
+    success: &'static str,
+    run: impl AsyncFnOnce(&mut UploadRecord) -> Result<Response<Body>, UploadError>,
+) -> Recorded {
+    let mut record = UploadRecord {
+        cid: None,
+        bytes: 0,
+        outcome: success,
+    };
+    let result = run(&mut record).await;
+    record.outcome = match &result {
+        Ok(_) => success,
+        Err(error) => error.outcome(),
+    };
+    counter
+        .get_or_create(&Outcome {
+            outcome: record.outcome,
+        })
+        .inc();
+    match result {
+        Ok(mut response) => {
+            response.extensions_mut().insert(record);
+            Ok(response)
+        }
+        Err(error) => Err((error, record)),
+    }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+fn content_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Synapse's upload answer.

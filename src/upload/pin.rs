@@ -23,17 +23,17 @@ use http::request::Parts;
 use http::{header, Response};
 use percent_encoding::percent_decode_str;
 
-use crate::access_log::UploadRecord;
 use crate::body::Body;
 use crate::forwarding::Peer;
 use crate::homeserver::Whoami;
 use crate::ipfs::fetch_error::FetchError;
 use crate::ipfs::unixfs::{decode_file, UnixfsError};
 use crate::ipfs::verify;
-use crate::metrics::{Outcome, METRICS};
+use crate::metrics::METRICS;
 
 use super::car_pin::CAR_TYPE;
-use super::{answer, UploadError, Uploader};
+use super::rate::Charge;
+use super::{answer, content_length, recorded, Recorded, UploadError, Uploader};
 
 /// The first pause between rounds of asking the gateways for a root none has yet; doubled
 /// each round up to [`MAX_RETRY_PAUSE`], always within `upload.pin_find_timeout`.
@@ -71,102 +71,67 @@ impl Uploader {
         user: &Whoami,
         peer: &Peer,
         segment: &str,
-    ) -> Result<Response<Body>, (UploadError, UploadRecord)> {
-        let mut record = UploadRecord {
-            cid: None,
-            bytes: 0,
-            outcome: "pinned",
-        };
-        let result = self
-            .pin_inner(parts, body, user, peer, segment, &mut record)
-            .await;
-        record.outcome = match &result {
-            Ok(_) => "pinned",
-            Err(error) => error.outcome(),
-        };
-        METRICS
-            .pins
-            .get_or_create(&Outcome {
-                outcome: record.outcome,
-            })
-            .inc();
-        match result {
-            Ok(mut response) => {
-                response.extensions_mut().insert(record);
-                Ok(response)
+    ) -> Recorded {
+        recorded(&METRICS.pins, "pinned", async |record| {
+            if user.is_guest && !self.settings.allow_guests {
+                return Err(UploadError::Guest);
             }
-            Err(error) => Err((error, record)),
-        }
-    }
-
-    async fn pin_inner(
-        &self,
-        parts: &Parts,
-        body: Body,
-        user: &Whoami,
-        peer: &Peer,
-        segment: &str,
-        record: &mut UploadRecord,
-    ) -> Result<Response<Body>, UploadError> {
-        if user.is_guest && !self.settings.allow_guests {
-            return Err(UploadError::Guest);
-        }
-        let cid = parse_cid(segment).map_err(UploadError::NotACid)?;
-        record.cid = Some(cid.to_string());
-        // Before any fetch: a blocked CID costs us nothing.
-        if self.denylist.blocks(&cid) {
-            METRICS.denylist_refusals.inc();
-            return Err(UploadError::Blocked(cid));
-        }
-        let limit = self.max_bytes(parts, peer).await;
-        let carries_blocks = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case(CAR_TYPE));
-        if carries_blocks {
-            let announced = parts
+            let cid = parse_cid(segment).map_err(UploadError::NotACid)?;
+            record.cid = Some(cid.to_string());
+            // Before any fetch: a blocked CID costs us nothing.
+            if self.denylist.blocks(&cid) {
+                METRICS.denylist_refusals.inc();
+                return Err(UploadError::Blocked(cid));
+            }
+            let limit = self.max_bytes(parts, peer).await;
+            let carries_blocks = parts
                 .headers
-                .get(header::CONTENT_LENGTH)
+                .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            return self
-                .pin_car(cid, body, user, limit, announced, record)
-                .await;
-        }
-        drop(body);
-        let mut charge = self
-            .rate
-            .start(&user.user_id, None)
-            .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
-        // Already pinned: answered at once (no fetch, no bytes charged).
-        if self.store.pinned(&cid).await? {
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case(CAR_TYPE));
+            if carries_blocks {
+                return self
+                    .pin_car(cid, body, user, limit, content_length(parts), record)
+                    .await;
+            }
+            drop(body);
+            let mut charge = self.start_charge(user, None)?;
+            // Already pinned: answered at once (no fetch, no bytes charged).
+            if self.store.pinned(&cid).await? {
+                return Ok(self.already_pinned(cid, user, charge));
+            }
+            let size = self.find_root(&cid).await?;
+            record.bytes = size;
+            if size > limit {
+                return Err(UploadError::TooLarge { limit });
+            }
+            charge
+                .cover(size)
+                .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
+            if let Err(error) = self.store.pin(&cid, self.settings.pin_timeout).await {
+                // A pin/add that timed out may still complete: it was not pinned before this
+                // request (asked above), so what it leaves is ours to remove.
+                if !self.stored.contains_key(&cid) {
+                    self.unpin(&cid, "the pin failed").await;
+                }
+                return Err(error.into());
+            }
             self.stored.insert(cid, ());
             charge.keep();
-            return Ok(answer(&self.content_uri(user, &cid)));
-        }
-        let size = self.find_root(&cid).await?;
-        record.bytes = size;
-        if size > limit {
-            return Err(UploadError::TooLarge { limit });
-        }
-        charge
-            .cover(size)
-            .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
-        if let Err(error) = self.store.pin(&cid, self.settings.pin_timeout).await {
-            // A pin/add that timed out may still complete: it was not pinned before this
-            // request (asked above), so what it leaves is ours to remove.
-            if !self.stored.contains_key(&cid) {
-                self.unpin(&cid, "the pin failed").await;
-            }
-            return Err(error.into());
-        }
+            self.pinned_here(&cid);
+            tracing::info!(%cid, bytes = size, user = %user.user_id, "CID pinned on the store");
+            Ok(answer(&self.content_uri(user, &cid)))
+        })
+        .await
+    }
+
+    /// The answer to a pin of what the store holds already: given at once, the request
+    /// charged but none of its bytes.
+    pub(super) fn already_pinned(&self, cid: Cid, user: &Whoami, charge: Charge) -> Response<Body> {
         self.stored.insert(cid, ());
         charge.keep();
-        self.pinned_here(&cid);
-        tracing::info!(%cid, bytes = size, user = %user.user_id, "CID pinned on the store");
-        Ok(answer(&self.content_uri(user, &cid)))
+        answer(&self.content_uri(user, &cid))
     }
 
     /// The verified root of `cid` from the first gateway to have it, asked in rounds until

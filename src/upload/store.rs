@@ -14,6 +14,7 @@
 //! The store's API is admin-level (it can pin, unpin and read anything): it belongs on
 //! loopback or a private network. Its `Authorization` value is never logged.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -113,12 +114,34 @@ impl Store {
         url
     }
 
-    fn post(&self, url: Url) -> reqwest::RequestBuilder {
-        let mut request = self.client.post(url);
-        if let Some(value) = &self.settings.authorization {
-            request = request.header(http::header::AUTHORIZATION, value.clone());
+    /// `request` with the store's `Authorization`, where one is configured.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.settings.authorization {
+            Some(value) => request.header(http::header::AUTHORIZATION, value.clone()),
+            None => request,
         }
-        request
+    }
+
+    fn post(&self, url: Url) -> reqwest::RequestBuilder {
+        self.authorized(self.client.post(url))
+    }
+
+    /// A Kubo RPC call: a POST to `path` with the query `params`.
+    fn rpc(&self, path: &str, params: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        let mut url = self.endpoint(path);
+        url.query_pairs_mut().extend_pairs(params);
+        self.post(url)
+    }
+
+    /// Sends `request`, waiting at most the store's timeout for its answer to begin.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, StoreError> {
+        tokio::time::timeout(self.settings.timeout, request.send())
+            .await
+            .map_err(|_| StoreError::Failed("timed out".to_owned()))?
+            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))
     }
 
     /// Cluster's replication factors, where configured (0: the cluster's own default).
@@ -169,15 +192,7 @@ impl Store {
             .send()
             .await
             .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
-        let status = response.status();
-        let answer = read_answer(response).await?;
-        if !status.is_success() {
-            return Err(StoreError::refused(
-                status,
-                &String::from_utf8_lossy(&answer),
-            ));
-        }
-        Ok(answer)
+        read_success(response, MAX_ANSWER_BYTES).await
     }
 
     /// Adds and pins the file whose bytes `body` yields, imported with `profile`; answers the
@@ -188,10 +203,7 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let started = Instant::now();
-        let result = self.add_inner(profile, body).await;
-        self.record(started, &result);
-        result
+        self.recorded(self.add_inner(profile, body)).await
     }
 
     async fn add_inner<S, E>(&self, profile: Profile, body: S) -> Result<Cid, StoreError>
@@ -238,24 +250,16 @@ impl Store {
     /// Whether `cid` is pinned on the store now: Kubo's `pin/ls` (recursive), Cluster's
     /// `allocations/{cid}` (its pinset, whatever the peers' progress).
     pub async fn pinned(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let started = Instant::now();
-        let result = async {
+        self.recorded(async {
             let request = match self.settings.kind {
-                StoreKind::Kubo => {
-                    let mut url = self.endpoint("/api/v0/pin/ls");
-                    url.query_pairs_mut()
-                        .append_pair("arg", &cid.to_string())
-                        .append_pair("type", "recursive");
-                    self.post(url)
-                }
-                StoreKind::Cluster => {
-                    let url = self.endpoint(&format!("/allocations/{cid}"));
-                    let mut request = self.client.get(url);
-                    if let Some(value) = &self.settings.authorization {
-                        request = request.header(http::header::AUTHORIZATION, value.clone());
-                    }
-                    request
-                }
+                StoreKind::Kubo => self.rpc(
+                    "/api/v0/pin/ls",
+                    &[("arg", &cid.to_string()), ("type", "recursive")],
+                ),
+                StoreKind::Cluster => self.authorized(
+                    self.client
+                        .get(self.endpoint(&format!("/allocations/{cid}"))),
+                ),
             };
             let (status, text) = self.call(request, self.settings.timeout).await?;
             if status.is_success() {
@@ -266,27 +270,24 @@ impl Store {
                 return Ok(false);
             }
             Err(StoreError::refused(status, &text))
-        }
-        .await;
-        self.record(started, &result);
-        result
+        })
+        .await
     }
 
     /// Pins `cid` recursively, fetching what the store lacks from its own network; waits at
     /// most `timeout`. Kubo's `pin/add`, Cluster's `POST /pins/{cid}` (with the replication
     /// factors).
     pub async fn pin(&self, cid: &Cid, timeout: Duration) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let result = async {
+        self.recorded(async {
             let request = match self.settings.kind {
-                StoreKind::Kubo => {
-                    let mut url = self.endpoint("/api/v0/pin/add");
-                    url.query_pairs_mut()
-                        .append_pair("arg", &cid.to_string())
-                        .append_pair("recursive", "true")
-                        .append_pair("progress", "false");
-                    self.post(url)
-                }
+                StoreKind::Kubo => self.rpc(
+                    "/api/v0/pin/add",
+                    &[
+                        ("arg", &cid.to_string()),
+                        ("recursive", "true"),
+                        ("progress", "false"),
+                    ],
+                ),
                 StoreKind::Cluster => {
                     let mut url = self.endpoint(&format!("/pins/{cid}"));
                     {
@@ -303,10 +304,8 @@ impl Store {
             } else {
                 Err(StoreError::refused(status, &text))
             }
-        }
-        .await;
-        self.record(started, &result);
-        result
+        })
+        .await
     }
 
     /// Sends a small control call, answered whole within `timeout`; its status and
@@ -337,8 +336,7 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let started = Instant::now();
-        let result = async {
+        self.recorded(async {
             let mut url = match self.settings.kind {
                 StoreKind::Kubo => self.endpoint("/api/v0/dag/import"),
                 StoreKind::Cluster => self.endpoint("/add"),
@@ -366,10 +364,8 @@ impl Store {
                 StoreKind::Kubo => imported_root(&answer),
                 StoreKind::Cluster => last_added_cid(&answer),
             }
-        }
-        .await;
-        self.record(started, &result);
-        result
+        })
+        .await
     }
 
     /// The store's own addresses (multiaddrs with `/p2p/<id>`), for remote pinning services'
@@ -377,13 +373,7 @@ impl Store {
     pub async fn addresses(&self) -> Result<Vec<String>, StoreError> {
         let request = match self.settings.kind {
             StoreKind::Kubo => self.post(self.endpoint("/api/v0/id")),
-            StoreKind::Cluster => {
-                let mut request = self.client.get(self.endpoint("/id"));
-                if let Some(value) = &self.settings.authorization {
-                    request = request.header(http::header::AUTHORIZATION, value.clone());
-                }
-                request
-            }
+            StoreKind::Cluster => self.authorized(self.client.get(self.endpoint("/id"))),
         };
         let (status, text) = self.call(request, self.settings.timeout).await?;
         if !status.is_success() {
@@ -409,39 +399,14 @@ impl Store {
     /// `allocations`), for remote pin reconciliation; at most `MAX_LISTING_BYTES` of answer.
     pub async fn list_pins(&self) -> Result<Vec<Cid>, StoreError> {
         let request = match self.settings.kind {
-            StoreKind::Kubo => {
-                let mut url = self.endpoint("/api/v0/pin/ls");
-                url.query_pairs_mut().append_pair("type", "recursive");
-                self.post(url)
-            }
-            StoreKind::Cluster => {
-                let mut request = self.client.get(self.endpoint("/allocations"));
-                if let Some(value) = &self.settings.authorization {
-                    request = request.header(http::header::AUTHORIZATION, value.clone());
-                }
-                request
-            }
+            StoreKind::Kubo => self.rpc("/api/v0/pin/ls", &[("type", "recursive")]),
+            StoreKind::Cluster => self.authorized(self.client.get(self.endpoint("/allocations"))),
         };
-        let response = tokio::time::timeout(self.settings.timeout, request.send())
-            .await
-            .map_err(|_| StoreError::Failed("timed out".to_owned()))?
-            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
-        let status = response.status();
-        let answer = read_answer_limited(response, MAX_LISTING_BYTES).await?;
-        if !status.is_success() {
-            return Err(StoreError::refused(
-                status,
-                &String::from_utf8_lossy(&answer),
-            ));
-        }
+        let answer = read_success(self.send(request).await?, MAX_LISTING_BYTES).await?;
         let mut cids = Vec::new();
         // Kubo: one `{"Keys": {cid: {...}}}` object; Cluster: NDJSON (or an array) of pins.
-        for line in answer.split(|&b| b == b'\n') {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+        for v in json_lines(&answer) {
+            let v = v?;
             let mut take = |text: &str| {
                 if let Ok(cid) = text.parse::<Cid>() {
                     cids.push(cid);
@@ -466,27 +431,14 @@ impl Store {
 
     /// Removes the pin on `cid` (a store that does not hold it is not an error).
     pub async fn unpin(&self, cid: &Cid) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let result = async {
+        self.recorded(async {
             let request = match self.settings.kind {
-                StoreKind::Kubo => {
-                    let mut url = self.endpoint("/api/v0/pin/rm");
-                    url.query_pairs_mut().append_pair("arg", &cid.to_string());
-                    self.post(url)
-                }
+                StoreKind::Kubo => self.rpc("/api/v0/pin/rm", &[("arg", &cid.to_string())]),
                 StoreKind::Cluster => {
-                    let url = self.endpoint(&format!("/pins/{cid}"));
-                    let mut request = self.client.delete(url);
-                    if let Some(value) = &self.settings.authorization {
-                        request = request.header(http::header::AUTHORIZATION, value.clone());
-                    }
-                    request
+                    self.authorized(self.client.delete(self.endpoint(&format!("/pins/{cid}"))))
                 }
             };
-            let response = tokio::time::timeout(self.settings.timeout, request.send())
-                .await
-                .map_err(|_| StoreError::Failed("timed out".to_owned()))?
-                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+            let response = self.send(request).await?;
             let status = response.status();
             let answer = read_answer(response).await?;
             let text = String::from_utf8_lossy(&answer);
@@ -496,13 +448,17 @@ impl Store {
             } else {
                 Err(StoreError::refused(status, &text))
             }
-        }
-        .await;
-        self.record(started, &result);
-        result
+        })
+        .await
     }
 
-    fn record<T>(&self, started: Instant, result: &Result<T, StoreError>) {
+    /// Runs one store call, counted and timed by its outcome.
+    async fn recorded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
         let labels = StoreOutcome {
             store: self.settings.kind.as_str(),
             outcome: if result.is_ok() { "ok" } else { "error" },
@@ -512,11 +468,36 @@ impl Store {
             .store_duration
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 
 async fn read_answer(response: reqwest::Response) -> Result<Vec<u8>, StoreError> {
     read_answer_limited(response, MAX_ANSWER_BYTES).await
+}
+
+/// The answer's bytes (at most `limit`), or the store's refusal.
+async fn read_success(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, StoreError> {
+    let status = response.status();
+    let answer = read_answer_limited(response, limit).await?;
+    if !status.is_success() {
+        return Err(StoreError::refused(
+            status,
+            &String::from_utf8_lossy(&answer),
+        ));
+    }
+    Ok(answer)
+}
+
+/// The JSON values of an NDJSON answer, blank lines skipped.
+fn json_lines(answer: &[u8]) -> impl Iterator<Item = Result<serde_json::Value, StoreError>> + '_ {
+    answer
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|line| {
+            serde_json::from_slice(line)
+                .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))
+        })
 }
 
 async fn read_answer_limited(
@@ -540,12 +521,8 @@ async fn read_answer_limited(
 /// or no CID at all is a failure.
 fn last_added_cid(answer: &[u8]) -> Result<Cid, StoreError> {
     let mut found = None;
-    for line in answer.split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let event: serde_json::Value = serde_json::from_slice(line)
-            .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+    for event in json_lines(answer) {
+        let event = event?;
         if let Some(message) = event.get("Message").or_else(|| event.get("error")) {
             return Err(StoreError::Failed(format!("the add failed: {message}")));
         }
@@ -567,12 +544,8 @@ fn last_added_cid(answer: &[u8]) -> Result<Cid, StoreError> {
 /// a pin error or an error event is a failure.
 fn imported_root(answer: &[u8]) -> Result<Cid, StoreError> {
     let mut found = None;
-    for line in answer.split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let event: serde_json::Value = serde_json::from_slice(line)
-            .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+    for event in json_lines(answer) {
+        let event = event?;
         if let Some(message) = event.get("Message") {
             return Err(StoreError::Failed(format!("the import failed: {message}")));
         }

@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod homeserver;
+pub mod store;
 pub mod trustless;
 
 use std::future::Future;
