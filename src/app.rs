@@ -273,21 +273,26 @@ impl App {
     /// a failure becomes its Matrix JSON answer here. The response carries its route kind
     /// for the access log.
     pub async fn handle(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
-        let path = request.uri().path().to_owned();
-        let route = router::classify(request.method(), &path, &self.routes);
+        // (A `Uri` clone shares its bytes: no copy of the path for the error log.)
+        let uri = request.uri().clone();
+        let path = uri.path();
+        let route = router::classify(request.method(), path, &self.routes);
         let kind = route.kind();
+        // Every handler but the pass-through is boxed: this future is moved into a box for
+        // each request, and its size is its largest handler's (the media one holds a whole
+        // resolution), so unboxed they would be copied on every pass-through too.
         let result = match route {
             Route::Passthrough => self.pass_through(request, &peer).await,
-            Route::Capabilities => self.capabilities(request, &peer).await,
+            Route::Capabilities => Box::pin(self.capabilities(request, &peer)).await,
             Route::Preflight => Ok(preflight()),
-            Route::Upload => self.upload(request, &peer).await,
+            Route::Upload => Box::pin(self.upload(request, &peer)).await,
             Route::Pin(segment) => {
                 let segment = segment.into_owned();
-                self.pin(request, &peer, &segment).await
+                Box::pin(self.pin(request, &peer, &segment)).await
             }
             Route::Media(media) => {
                 let (parts, _body) = request.into_parts();
-                self.media(&parts, media, &peer).await
+                Box::pin(self.media(&parts, media, &peer)).await
             }
         };
         let mut response = result.unwrap_or_else(|error| {
