@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
@@ -27,6 +28,9 @@ enum Mode {
     FailMidAdd,
     /// Reads everything, then never answers.
     Stall,
+    /// Lies about the CID, and answers the unpin that follows with its headers and the
+    /// first byte of its body, then nothing more.
+    LieThenStallUnpin,
 }
 
 #[derive(Clone)]
@@ -114,6 +118,15 @@ impl StoreStub {
         };
         if let Some(cid) = unpinned {
             self.unpins.lock().unwrap().push(cid.clone());
+            if *self.mode.lock().unwrap() == Mode::LieThenStallUnpin {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from_static(b"{")))
+                });
+                let body = first.chain(futures_util::stream::pending());
+                return Response::new(http_body_util::BodyExt::boxed(
+                    http_body_util::StreamBody::new(body),
+                ));
+            }
             let was = self.pinned.lock().unwrap().remove(&cid);
             return text(
                 if was {
@@ -157,7 +170,7 @@ impl StoreStub {
         let file = Bytes::from(file);
         self.files.lock().unwrap().push(file.clone());
         let cid = match mode {
-            Mode::Lie => LIE.to_owned(),
+            Mode::Lie | Mode::LieThenStallUnpin => LIE.to_owned(),
             _ => raw_cid(&file).to_string(),
         };
         if mode == Mode::Stall {
@@ -331,6 +344,23 @@ async fn a_store_that_lies_about_the_cid_is_a_502() {
         })
         .await;
     }
+}
+
+/// An unpin whose answer stalls after its headers is bounded by `store_timeout` too: the
+/// client still gets its 502 at once.
+#[tokio::test]
+async fn an_unpin_whose_answer_stalls_is_bounded_by_the_store_timeout() {
+    bounded(30, async {
+        let s = setup(Mode::LieThenStallUnpin, false, "", "").await;
+        let started = Instant::now();
+        let (status, answer) = upload(&s.proxy, Some("good"), PNG.to_vec()).await;
+        assert_eq!(status, 502);
+        assert_eq!(answer["errcode"], "M_UNKNOWN");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(s.store.unpins(), [LIE]);
+    })
+    .await;
 }
 
 async fn assert_not_cached(s: &Setup, cid: &str) {

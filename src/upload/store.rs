@@ -402,7 +402,12 @@ impl Store {
             StoreKind::Kubo => self.rpc("/api/v0/pin/ls", &[("type", "recursive")]),
             StoreKind::Cluster => self.authorized(self.client.get(self.endpoint("/allocations"))),
         };
-        let answer = read_success(self.send(request).await?, MAX_LISTING_BYTES).await?;
+        // The listing's body is bounded in time as well as in size.
+        let answer = tokio::time::timeout(self.settings.timeout, async {
+            read_success(self.send(request).await?, MAX_LISTING_BYTES).await
+        })
+        .await
+        .map_err(|_| StoreError::Failed("timed out".to_owned()))??;
         let mut cids = Vec::new();
         // Kubo: one `{"Keys": {cid: {...}}}` object; Cluster: NDJSON (or an array) of pins.
         for v in json_lines(&answer) {
@@ -438,10 +443,8 @@ impl Store {
                     self.authorized(self.client.delete(self.endpoint(&format!("/pins/{cid}"))))
                 }
             };
-            let response = self.send(request).await?;
-            let status = response.status();
-            let answer = read_answer(response).await?;
-            let text = String::from_utf8_lossy(&answer);
+            // The answer's body is bounded in time too, not only its headers.
+            let (status, text) = self.call(request, self.settings.timeout).await?;
             // Kubo answers 500 "not pinned or pinned indirectly"; Cluster 404.
             if status.is_success() || status == 404 || text.contains("not pinned") {
                 Ok(())
