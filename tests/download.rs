@@ -2,24 +2,18 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::gateway::{Behaviour, GatewayStub};
+use support::gateway::{holding, Behaviour, GatewayStub};
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, pattern, Proxy, ProxyBuilder};
-use tokio::sync::Notify;
+use support::{bounded, client, get, get_as, json, pattern, Proxy};
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 async fn setup(gw: &GatewayStub, extra: &str) -> (HomeserverStub, Proxy) {
     support::proxy_with(gw, extra).await
-}
-
-async fn get(proxy: &Proxy, path: &str) -> reqwest::Response {
-    client().get(proxy.url(path)).send().await.unwrap()
 }
 
 async fn error_of(response: reqwest::Response) -> (StatusCode, String, String) {
@@ -354,8 +348,8 @@ async fn gateway_read_timeout_ends_a_stalled_stream() {
     bounded(30, async {
         let gw = GatewayStub::new();
         let stalls = gw.add_with(pattern(200_000, 4), Behaviour::StallAfter(50_000));
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
+        let (_hs, builder) = support::builder().await;
+        let proxy = builder
             .gateway(gw.start().await)
             .gateway_line("timeout = \"1s\"")
             .start()
@@ -446,13 +440,7 @@ async fn lying_content_length_is_not_served_as_complete() {
 #[tokio::test]
 async fn concurrent_requests_share_one_fetch_and_stream_early() {
     bounded(60, async {
-        let gw = GatewayStub::new();
-        let release = Arc::new(Notify::new());
-        let bytes = pattern(2_000_000, 9);
-        let cid = gw.add_with(
-            bytes.clone(),
-            Behaviour::HoldAfter(100_000, release.clone()),
-        );
+        let (gw, cid, release, bytes) = holding(2_000_000, 9, 100_000);
         let (_hs, proxy) = setup(&gw, "").await;
         let url = proxy.url(&format!("/_matrix/media/v3/download/s/ipfs:{cid}"));
 
@@ -578,12 +566,12 @@ async fn legacy_routes_can_be_turned_off() {
             (StatusCode::NOT_FOUND, "M_NOT_FOUND")
         );
         assert_eq!(gw.hits(&cid), 0);
-        let r = client()
-            .get(proxy.url(&format!("/_matrix/client/v1/media/download/s/ipfs:{cid}")))
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap();
+        let r = get_as(
+            &proxy,
+            &format!("/_matrix/client/v1/media/download/s/ipfs:{cid}"),
+            "good",
+        )
+        .await;
         assert_eq!(r.status(), 200);
     })
     .await;

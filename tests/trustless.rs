@@ -6,21 +6,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::homeserver::HomeserverStub;
 use support::trustless::{Dag, Lie, TrustlessStub};
-use support::{bounded, client, control, json, Proxy, ProxyBuilder};
+use support::{bounded, client, control, json, Proxy};
 
+/// The proxy in front of `gateways`, all trustless, with a 1 s timeout each.
 async fn proxy(gateways: &[&TrustlessStub], extra: &str) -> Proxy {
-    let hs = HomeserverStub::new();
-    let mut builder = ProxyBuilder::new(hs.start().await)
-        .gateway_line("mode = \"trustless\"")
-        .gateway_line("timeout = \"1s\"")
-        .toml("[retrieval]\nprobe_interval = \"0s\"")
-        .toml(extra);
-    for g in gateways {
-        builder = builder.gateway(g.start().await);
-    }
-    builder.start().await
+    support::trustless::trustless_proxy(gateways, "1s", extra).await
 }
 
 fn url(proxy: &Proxy, cid: &cid::Cid) -> String {
@@ -239,8 +230,8 @@ async fn a_slow_gateway_is_hedged() {
         let slow = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Honest);
         slow.set_delay(Duration::from_secs(5));
         let fast = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Honest);
-        let hs = HomeserverStub::new();
-        let p = ProxyBuilder::new(hs.start().await)
+        let (_hs, builder) = support::builder().await;
+        let p = builder
             .gateway(slow.start().await)
             .gateway(fast.start().await)
             .gateway_line("mode = \"trustless\"")
@@ -280,10 +271,7 @@ async fn the_most_telling_failure_is_reported() {
             .await
             .unwrap();
         assert_eq!(r.status(), 504, "one timed out: the content may exist");
-        assert_eq!(
-            json(&r.bytes().await.unwrap())["errcode"],
-            "M_NOT_YET_UPLOADED"
-        );
+        assert_eq!(support::errcode(r).await, "M_NOT_YET_UPLOADED");
     })
     .await;
 }
