@@ -8,7 +8,7 @@ use http::StatusCode;
 
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, control, json, warm, Proxy, ProxyBuilder, WARM_ROUNDS};
+use support::{client, control, json, warm, Proxy, ProxyBuilder, WARM_ROUNDS};
 
 const BYTES: &[u8] = b"some media bytes";
 
@@ -36,8 +36,7 @@ fn path(cid: &str) -> String {
 
 #[tokio::test]
 async fn accepted_token_is_served_and_remembered() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         for _ in 0..5 {
             let r = support::get_as(&proxy, &path(&cid), "good").await;
@@ -60,8 +59,7 @@ async fn accepted_token_is_served_and_remembered() {
 
 #[tokio::test]
 async fn unstable_alias_and_query_token() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         let url = proxy.url(&format!(
             "/_matrix/client/unstable/org.matrix.msc3916/media/download/x/ipfs%3A{cid}/f.bin?access_token=good"
@@ -77,8 +75,7 @@ async fn unstable_alias_and_query_token() {
 
 #[tokio::test]
 async fn refusals_are_the_homeservers_own_and_never_remembered() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         let cases: [(Option<&str>, u16, &str); 3] = [
             (None, 401, "M_MISSING_TOKEN"),
@@ -105,8 +102,7 @@ async fn refusals_are_the_homeservers_own_and_never_remembered() {
 
 #[tokio::test]
 async fn remembered_tokens_expire() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("[auth]\ntoken_cache_ttl = \"300ms\"").await;
         let path = path(&cid);
         let get = || support::get_as(&proxy, &path, "good");
@@ -122,8 +118,7 @@ async fn remembered_tokens_expire() {
 
 #[tokio::test]
 async fn homeserver_that_cannot_be_asked_gives_502_never_access() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let gw = GatewayStub::new();
         let cid = gw.add(BYTES);
         let proxy = ProxyBuilder::new(support::closed_port())
@@ -143,8 +138,7 @@ async fn homeserver_that_cannot_be_asked_gives_502_never_access() {
 
 #[tokio::test]
 async fn invalid_cid_is_checked_after_the_token() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (_hs, _gw, proxy, _cid) = setup("").await;
         let r = support::get(&proxy, &path("notacid")).await;
         assert_eq!(
@@ -161,8 +155,7 @@ async fn invalid_cid_is_checked_after_the_token() {
 
 #[tokio::test]
 async fn logout_through_the_proxy_forgets_the_token() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         let path = path(&cid);
         let download = || support::get_as(&proxy, &path, "good");
@@ -197,8 +190,7 @@ async fn logout_through_the_proxy_forgets_the_token() {
 /// `{}`, a `user_id` that is not a string) is no access, with or without a token: 502.
 #[tokio::test]
 async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         let not_answers = [
             (
@@ -269,8 +261,7 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
 /// without asking the homeserver and without remembering anything under either token.
 #[tokio::test]
 async fn mixed_credentials_are_refused_as_synapse_does() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         // The stub lets the query token win, so a check of both would accept `forged`.
         for query in ["access_token=good", "access_token=", "access%5Ftoken=good"] {

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::trustless::{Dag, Lie, TrustlessStub};
-use support::{bounded, client, control, json, Proxy};
+use support::{client, control, json, Proxy};
 
 /// The proxy in front of `gateways`, all trustless, with a 1 s timeout each.
 async fn proxy(gateways: &[&TrustlessStub], extra: &str) -> Proxy {
@@ -24,8 +24,7 @@ async fn balanced() -> Dag {
 
 #[tokio::test]
 async fn honest_gateway_serves_verified_bytes() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let a = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Honest);
         let p = proxy(&[&a], "").await;
@@ -44,8 +43,7 @@ async fn honest_gateway_serves_verified_bytes() {
 
 #[tokio::test]
 async fn every_kind_of_lie_is_caught_and_repaired_from_another_gateway() {
-    let _serial = support::serial().await;
-    bounded(60, async {
+    support::serially(60, async {
         let dag = balanced().await;
         let want = Dag::file("file20k.bin");
         for lie in [
@@ -82,8 +80,7 @@ async fn every_kind_of_lie_is_caught_and_repaired_from_another_gateway() {
 
 #[tokio::test]
 async fn a_liar_is_benched_and_asked_last() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let deep = Dag::load("deep-64.car").await;
         let dag = balanced().await;
         let liar = TrustlessStub::new(&[dag.clone(), deep.clone()], Lie::FlipByte(3));
@@ -102,8 +99,7 @@ async fn a_liar_is_benched_and_asked_last() {
 
 #[tokio::test]
 async fn with_no_honest_source_no_unverified_byte_is_served_and_nothing_is_cached() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let liar = TrustlessStub::new(std::slice::from_ref(&dag), Lie::FlipByte(9));
         let p = proxy(&[&liar], "").await;
@@ -166,8 +162,7 @@ async fn with_no_honest_source_no_unverified_byte_is_served_and_nothing_is_cache
 
 #[tokio::test]
 async fn directory_is_not_media() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dir = Dag::load("dir.car").await;
         // ipfs-car writes leaves first; a trustless gateway sends the root first.
         let mut dfs = dir.clone();
@@ -186,8 +181,7 @@ async fn directory_is_not_media() {
 
 #[tokio::test]
 async fn single_raw_block_identity_and_unsupported_hashes() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let small = Dag::load("small-raw.car").await;
         let a = TrustlessStub::new(std::slice::from_ref(&small), Lie::Honest);
         let p = proxy(&[&a], "").await;
@@ -224,8 +218,7 @@ async fn single_raw_block_identity_and_unsupported_hashes() {
 
 #[tokio::test]
 async fn a_slow_gateway_is_hedged() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let slow = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Honest);
         slow.set_delay(Duration::from_secs(5));
@@ -254,8 +247,7 @@ async fn a_slow_gateway_is_hedged() {
 
 #[tokio::test]
 async fn the_most_telling_failure_is_reported() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let other = Dag::load("deep-64.car").await;
         let knows_nothing = TrustlessStub::new(std::slice::from_ref(&other), Lie::Honest);

@@ -487,3 +487,10 @@ pub async fn plain_proxy() -> (homeserver::HomeserverStub, Proxy) {
     let (hs, builder) = builder().await;
     (hs, builder.start().await)
 }
+
+/// [`bounded`], holding [`serial`] for the whole test (taken first, outside the bound): for
+/// the tests of a binary that measures descriptors or RSS.
+pub async fn serially<F: Future>(seconds: u64, f: F) -> F::Output {
+    let _serial = serial().await;
+    bounded(seconds, f).await
+}
