@@ -17,6 +17,16 @@ fn x_matrix(sig: &str) -> String {
     format!("X-Matrix origin=\"remote.example\",destination=\"localhost\",key=\"ed25519:a\",sig=\"{sig}\"")
 }
 
+/// `GET {url}` with an `X-Matrix` authorization signed `sig`.
+async fn signed_get(url: &str, sig: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("authorization", x_matrix(sig))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Parses a multipart answer with a real multipart parser (multer, as used by axum).
 async fn parts(response: reqwest::Response) -> Vec<(String, Option<String>, bytes::Bytes)> {
     let content_type = response.headers()["content-type"]
@@ -47,12 +57,7 @@ async fn signed_request_for_unknown_media_is_served_as_multipart() {
             "/_matrix/federation/unstable/org.matrix.msc3916.v2/media/download",
         ] {
             let target = format!("{prefix}/ipfs%3A{cid}?timeout_ms=5000");
-            let response = client()
-                .get(proxy.url(&target))
-                .header("authorization", x_matrix("good"))
-                .send()
-                .await
-                .unwrap();
+            let response = signed_get(&proxy.url(&target), "good").await;
             assert_eq!(response.status(), 200);
             let content_type = response.headers()["content-type"]
                 .to_str()
@@ -93,32 +98,17 @@ async fn forged_or_missing_signature_gets_the_homeservers_refusal() {
     bounded(30, async {
         let (_hs, gw, proxy, cid) = setup("").await;
         let url = proxy.url(&format!("/_matrix/federation/v1/media/download/ipfs:{cid}"));
-        let r = client()
-            .get(&url)
-            .header("authorization", x_matrix("forged"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(&url, "forged").await;
         assert_eq!(r.status(), 401);
         assert_eq!(support::errcode(r).await, "M_UNAUTHORIZED");
         let r = client().get(&url).send().await.unwrap();
         assert_eq!(r.status(), 401);
         // A server that does not know the endpoint checked nothing: its 404 is passed back.
-        let r = client()
-            .get(&url)
-            .header("authorization", x_matrix("old"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(&url, "old").await;
         assert_eq!(r.status(), 404);
         assert_eq!(support::errcode(r).await, "M_UNRECOGNIZED");
         // Media the homeserver has is its own answer.
-        let r = client()
-            .get(&url)
-            .header("authorization", x_matrix("mine"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(&url, "mine").await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.bytes().await.unwrap().as_ref(),
@@ -146,12 +136,11 @@ async fn alias_form_works_everywhere_and_shares_the_cache() {
             assert_eq!(r.status(), 200, "{path}");
             assert_eq!(r.bytes().await.unwrap().as_ref(), PNG);
         }
-        let r = client()
-            .get(proxy.url(&format!("/_matrix/federation/v1/media/download/ipfs_{cid}")))
-            .header("authorization", x_matrix("good"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(
+            &proxy.url(&format!("/_matrix/federation/v1/media/download/ipfs_{cid}")),
+            "good",
+        )
+        .await;
         assert_eq!(parts(r).await[1].2.as_ref(), PNG);
         assert_eq!(gw.hits(&cid), 1, "both forms are one cache entry");
     })
