@@ -16,11 +16,11 @@ fn sample(text: &str, name_and_labels: &str) -> f64 {
 #[tokio::test]
 async fn metrics_health_and_readiness() {
     bounded(30, async {
-        let hs = HomeserverStub::new();
         let gw = GatewayStub::new();
         let cid = gw.add(&b"metered bytes"[..]);
         let gw_addr = gw.start().await;
-        let proxy = ProxyBuilder::new(hs.start().await)
+        let (_hs, builder) = support::builder().await;
+        let proxy = builder
             .gateway(gw_addr)
             .toml("[admin]\nlisten = \"127.0.0.1:0\"")
             .start()
@@ -61,10 +61,7 @@ async fn metrics_health_and_readiness() {
 #[tokio::test]
 async fn not_ready_without_a_gateway_or_homeserver() {
     bounded(30, async {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let closed = support::closed_port();
         let hs = HomeserverStub::new();
         let gw = GatewayStub::new();
         // (homeserver, gateway, what the reason names): one of the two cannot be reached.

@@ -8,7 +8,7 @@ use http::StatusCode;
 
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, control, json, warm, Proxy, ProxyBuilder, WARM_ROUNDS};
+use support::{client, control, json, warm, Proxy, ProxyBuilder, WARM_ROUNDS};
 
 const BYTES: &[u8] = b"some media bytes";
 
@@ -27,10 +27,7 @@ const FD_SLACK: usize = 2 * CONCURRENT + 4;
 const RSS_SLACK: u64 = 8 << 20;
 
 async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy, String) {
-    let gw = GatewayStub::new();
-    let cid = gw.add(BYTES);
-    let (hs, proxy) = support::proxy_with(&gw, extra).await;
-    (hs, gw, proxy, cid)
+    support::proxy_serving(BYTES, extra).await
 }
 
 fn path(cid: &str) -> String {
@@ -39,26 +36,16 @@ fn path(cid: &str) -> String {
 
 #[tokio::test]
 async fn accepted_token_is_served_and_remembered() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         for _ in 0..5 {
-            let r = client()
-                .get(proxy.url(&path(&cid)))
-                .bearer_auth("good")
-                .send()
-                .await
-                .unwrap();
+            let r = support::get_as(&proxy, &path(&cid), "good").await;
             assert_eq!(r.status(), 200);
             assert_eq!(r.bytes().await.unwrap().as_ref(), BYTES);
         }
         assert_eq!(hs.whoami_calls(), 1, "one check for five requests");
         // The query-parameter form of the same token shares the remembered answer.
-        let r = client()
-            .get(proxy.url(&format!("{}?access_token=good", path(&cid))))
-            .send()
-            .await
-            .unwrap();
+        let r = support::get(&proxy, &format!("{}?access_token=good", path(&cid))).await;
         assert_eq!(r.status(), 200);
         assert_eq!(hs.whoami_calls(), 1);
         // The check carried the caller's credentials and origin.
@@ -72,8 +59,7 @@ async fn accepted_token_is_served_and_remembered() {
 
 #[tokio::test]
 async fn unstable_alias_and_query_token() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
         let url = proxy.url(&format!(
             "/_matrix/client/unstable/org.matrix.msc3916/media/download/x/ipfs%3A{cid}/f.bin?access_token=good"
@@ -89,8 +75,7 @@ async fn unstable_alias_and_query_token() {
 
 #[tokio::test]
 async fn refusals_are_the_homeservers_own_and_never_remembered() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         let cases: [(Option<&str>, u16, &str); 3] = [
             (None, 401, "M_MISSING_TOKEN"),
@@ -99,18 +84,14 @@ async fn refusals_are_the_homeservers_own_and_never_remembered() {
         ];
         for (token, status, errcode) in cases {
             for _ in 0..2 {
-                let mut request = client().get(proxy.url(&path(&cid)));
-                if let Some(token) = token {
-                    request = request.bearer_auth(token);
-                }
-                let r = request.send().await.unwrap();
+                let r = support::get_with(&proxy, &path(&cid), token).await;
                 assert_eq!(r.status(), status, "{token:?}");
                 assert_eq!(
                     r.headers()["x-homeserver"],
                     "said-so",
                     "passed through unchanged"
                 );
-                assert_eq!(json(&r.bytes().await.unwrap())["errcode"], errcode);
+                assert_eq!(support::errcode(r).await, errcode);
             }
         }
         assert_eq!(hs.whoami_calls(), 6, "refusals are asked again every time");
@@ -121,20 +102,15 @@ async fn refusals_are_the_homeservers_own_and_never_remembered() {
 
 #[tokio::test]
 async fn remembered_tokens_expire() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("[auth]\ntoken_cache_ttl = \"300ms\"").await;
-        let get = || {
-            client()
-                .get(proxy.url(&path(&cid)))
-                .bearer_auth("good")
-                .send()
-        };
-        assert_eq!(get().await.unwrap().status(), 200);
-        assert_eq!(get().await.unwrap().status(), 200);
+        let path = path(&cid);
+        let get = || support::get_as(&proxy, &path, "good");
+        assert_eq!(get().await.status(), 200);
+        assert_eq!(get().await.status(), 200);
         assert_eq!(hs.whoami_calls(), 1);
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(get().await.unwrap().status(), 200);
+        assert_eq!(get().await.status(), 200);
         assert_eq!(hs.whoami_calls(), 2);
     })
     .await;
@@ -142,33 +118,19 @@ async fn remembered_tokens_expire() {
 
 #[tokio::test]
 async fn homeserver_that_cannot_be_asked_gives_502_never_access() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let gw = GatewayStub::new();
         let cid = gw.add(BYTES);
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let proxy = ProxyBuilder::new(closed)
+        let proxy = ProxyBuilder::new(support::closed_port())
             .gateway(gw.start().await)
             .start()
             .await;
-        let r = client()
-            .get(proxy.url(&path(&cid)))
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap();
+        let r = support::get_as(&proxy, &path(&cid), "good").await;
         assert_eq!(r.status(), 502);
-        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNKNOWN");
+        assert_eq!(support::errcode(r).await, "M_UNKNOWN");
         assert_eq!(gw.hits(&cid), 0);
         // The legacy route needs no homeserver at all.
-        let r = client()
-            .get(proxy.url(&format!("/_matrix/media/v3/download/x/ipfs:{cid}")))
-            .send()
-            .await
-            .unwrap();
+        let r = support::get(&proxy, &format!("/_matrix/media/v3/download/x/ipfs:{cid}")).await;
         assert_eq!(r.status(), 200);
     })
     .await;
@@ -176,44 +138,29 @@ async fn homeserver_that_cannot_be_asked_gives_502_never_access() {
 
 #[tokio::test]
 async fn invalid_cid_is_checked_after_the_token() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (_hs, _gw, proxy, _cid) = setup("").await;
-        let r = client()
-            .get(proxy.url(&path("notacid")))
-            .send()
-            .await
-            .unwrap();
+        let r = support::get(&proxy, &path("notacid")).await;
         assert_eq!(
             r.status(),
             401,
             "no token: the client learns nothing about the ID"
         );
-        let r = client()
-            .get(proxy.url(&path("notacid")))
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap();
+        let r = support::get_as(&proxy, &path("notacid"), "good").await;
         assert_eq!(r.status(), 404);
-        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_NOT_FOUND");
+        assert_eq!(support::errcode(r).await, "M_NOT_FOUND");
     })
     .await;
 }
 
 #[tokio::test]
 async fn logout_through_the_proxy_forgets_the_token() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, _gw, proxy, cid) = setup("").await;
-        let download = || {
-            client()
-                .get(proxy.url(&path(&cid)))
-                .bearer_auth("good")
-                .send()
-        };
-        assert_eq!(download().await.unwrap().status(), 200);
-        assert_eq!(download().await.unwrap().status(), 200);
+        let path = path(&cid);
+        let download = || support::get_as(&proxy, &path, "good");
+        assert_eq!(download().await.status(), 200);
+        assert_eq!(download().await.status(), 200);
         assert_eq!(hs.whoami_calls(), 1);
         let r = client()
             .post(proxy.url("/_matrix/client/v3/logout"))
@@ -223,7 +170,7 @@ async fn logout_through_the_proxy_forgets_the_token() {
             .await
             .unwrap();
         assert!(r.status().is_success());
-        assert_eq!(download().await.unwrap().status(), 200);
+        assert_eq!(download().await.status(), 200);
         assert_eq!(hs.whoami_calls(), 2, "asked again after the logout");
         // logout/all forgets every token of the user.
         let r = client()
@@ -233,7 +180,7 @@ async fn logout_through_the_proxy_forgets_the_token() {
             .await
             .unwrap();
         assert!(r.status().is_success());
-        assert_eq!(download().await.unwrap().status(), 200);
+        assert_eq!(download().await.status(), 200);
         assert_eq!(hs.whoami_calls(), 3);
     })
     .await;
@@ -243,8 +190,7 @@ async fn logout_through_the_proxy_forgets_the_token() {
 /// `{}`, a `user_id` that is not a string) is no access, with or without a token: 502.
 #[tokio::test]
 async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         let not_answers = [
             (
@@ -259,11 +205,7 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
         for fixed in not_answers {
             hs.answer_whoami(Some(fixed));
             for token in [None, Some("good")] {
-                let mut request = client().get(proxy.url(&path(&cid)));
-                if let Some(token) = token {
-                    request = request.bearer_auth(token);
-                }
-                let r = request.send().await.unwrap();
+                let r = support::get_with(&proxy, &path(&cid), token).await;
                 assert_eq!(r.status(), 502, "{fixed:?} {token:?}");
                 assert_eq!(r.headers()["content-type"], "application/json");
                 let body = json(&r.bytes().await.unwrap());
@@ -281,11 +223,8 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
                 hs.answer_whoami(Some(fixed));
                 let before = hs.whoami_calls();
                 let refused = support::concurrently(CONCURRENT, |n| async move {
-                    let mut request = client().get(proxy.url(&path(cid)));
-                    if n % 2 == 1 {
-                        request = request.bearer_auth("good");
-                    }
-                    let r = request.send().await.unwrap();
+                    let token = (n % 2 == 1).then_some("good");
+                    let r = support::get_with(proxy, &path(cid), token).await;
                     assert_eq!(r.status(), 502, "{fixed:?}");
                     assert_eq!(r.headers()["content-type"], "application/json");
                     let body = json(&r.bytes().await.unwrap());
@@ -305,12 +244,7 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
         // Nothing of that was remembered: with a real answer again, the token is asked about
         // afresh and served.
         hs.answer_whoami(None);
-        let r = client()
-            .get(proxy.url(&path(&cid)))
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap();
+        let r = support::get_as(&proxy, &path(&cid), "good").await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().as_ref(), BYTES);
         assert_eq!(hs.whoami_calls(), calls + 1);
@@ -327,17 +261,11 @@ async fn a_200_that_is_not_a_whoami_answer_is_502_never_access() {
 /// without asking the homeserver and without remembering anything under either token.
 #[tokio::test]
 async fn mixed_credentials_are_refused_as_synapse_does() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (hs, gw, proxy, cid) = setup("").await;
         // The stub lets the query token win, so a check of both would accept `forged`.
         for query in ["access_token=good", "access_token=", "access%5Ftoken=good"] {
-            let r = client()
-                .get(proxy.url(&format!("{}?{query}", path(&cid))))
-                .bearer_auth("forged")
-                .send()
-                .await
-                .unwrap();
+            let r = support::get_as(&proxy, &format!("{}?{query}", path(&cid)), "forged").await;
             assert_eq!(r.status(), 401, "{query}");
             let body = json(&r.bytes().await.unwrap());
             assert_eq!(body["errcode"], "M_MISSING_TOKEN");
@@ -353,12 +281,7 @@ async fn mixed_credentials_are_refused_as_synapse_does() {
             let (proxy, cid) = (&proxy, &cid);
             let refused = support::concurrently(CONCURRENT, move |n| async move {
                 let query = ["access_token=good", "access_token=", "access%5Ftoken=good"][n % 3];
-                let r = client()
-                    .get(proxy.url(&format!("{}?{query}", path(cid))))
-                    .bearer_auth("forged")
-                    .send()
-                    .await
-                    .unwrap();
+                let r = support::get_as(proxy, &format!("{}?{query}", path(cid)), "forged").await;
                 assert_eq!(r.status(), 401, "{query}");
                 let body = json(&r.bytes().await.unwrap());
                 assert_eq!(body["errcode"], "M_MISSING_TOKEN");
@@ -378,25 +301,13 @@ async fn mixed_credentials_are_refused_as_synapse_does() {
             .assert_back("after the mixed credentials", 4, RSS_SLACK, 10)
             .await;
         // The header token alone is checked afresh, and refused by the homeserver.
-        let r = client()
-            .get(proxy.url(&path(&cid)))
-            .bearer_auth("forged")
-            .send()
-            .await
-            .unwrap();
+        let r = support::get_as(&proxy, &path(&cid), "forged").await;
         assert_eq!(r.status(), 401);
-        assert_eq!(
-            json(&r.bytes().await.unwrap())["errcode"],
-            "M_UNKNOWN_TOKEN"
-        );
+        assert_eq!(support::errcode(r).await, "M_UNKNOWN_TOKEN");
         assert_eq!(hs.whoami_calls(), 1);
         assert_eq!(hs.last().headers["authorization"], "Bearer forged");
         // Each credential on its own still works.
-        let r = client()
-            .get(proxy.url(&format!("{}?access_token=good", path(&cid))))
-            .send()
-            .await
-            .unwrap();
+        let r = support::get(&proxy, &format!("{}?access_token=good", path(&cid))).await;
         assert_eq!(r.status(), 200);
         assert_eq!(hs.whoami_calls(), 2);
     })

@@ -17,6 +17,15 @@ fn write_config(dir: &tempfile::TempDir, body: &str) -> std::path::PathBuf {
     path
 }
 
+/// Fails unless the command succeeded, with `what` and its stderr as the message.
+fn assert_success(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn shipped_config_checks_and_version_prints() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -28,11 +37,7 @@ fn shipped_config_checks_and_version_prints() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
@@ -61,11 +66,7 @@ fn bad_config_names_the_key_and_exits_nonzero() {
         .env("IPFS_MEDIA_PROXY_CACHE__MAX_BYTES", "1GiB")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "the environment overrides the file: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the environment overrides the file: ");
 }
 
 /// The binary running with `--log-format json`, its log lines read on a thread. A failed
@@ -153,21 +154,28 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// What the binary is started in front of: a gateway stub serving `bytes` and a homeserver
+/// stub, both started; then the gateway, the item's CID, a free port for the binary, a folder
+/// for its files and the TOML (`[server]`, `[homeserver]`, `[[gateways]]`) naming them.
+async fn stubs(bytes: &'static [u8]) -> (GatewayStub, String, u16, tempfile::TempDir, String) {
+    let hs = HomeserverStub::new();
+    let hs_addr = hs.start().await;
+    let gw = GatewayStub::new();
+    let cid = gw.add(bytes);
+    let gw_addr = gw.start().await;
+    let port = free_port();
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n[[gateways]]\nurl = \"http://{gw_addr}\"\n"
+    );
+    (gw, cid, port, tempfile::tempdir().unwrap(), base)
+}
+
 /// Starts the binary, reads its JSON log, fetches twice (miss then hit), and stops it with
 /// SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_log_and_sigterm() {
-    let hs = HomeserverStub::new();
-    let hs_addr = hs.start().await;
-    let gw = GatewayStub::new();
-    let cid = gw.add(&b"logged bytes"[..]);
-    let gw_addr = gw.start().await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n[[gateways]]\nurl = \"http://{gw_addr}\"\n"),
-    );
+    let (_gw, cid, port, dir, base) = stubs(b"logged bytes").await;
+    let path = write_config(&dir, &base);
     let mut proxy = Running::start(&path);
     let next_line = |want: &dyn Fn(&serde_json::Value) -> bool| proxy.next_line(want);
     next_line(&|v| v["message"] == "listening");
@@ -217,16 +225,10 @@ async fn environment_proxies_are_not_used_for_gateways() {
         }
     })
     .await;
-    let hs = HomeserverStub::new();
-    let hs_addr = hs.start().await;
-    let gw = GatewayStub::new();
-    let cid = gw.add(&b"from the gateway"[..]);
-    let gw_addr = gw.start().await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
+    let (gw, cid, port, dir, base) = stubs(b"from the gateway").await;
     let path = write_config(
         &dir,
-        &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n[[gateways]]\nurl = \"http://{gw_addr}\"\n[retrieval]\nprobe_interval = \"0s\"\n"),
+        &format!("{base}[retrieval]\nprobe_interval = \"0s\"\n"),
     );
     let env_proxy = format!("http://{proxy_addr}");
     let _proxy = Running::start_with(
@@ -316,16 +318,7 @@ async fn upload_access_log_line_and_the_store_secret_is_never_logged() {
 /// nothing, and the process keeps serving throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_what_it_can() {
-    let hs = HomeserverStub::new();
-    let hs_addr = hs.start().await;
-    let gw = GatewayStub::new();
-    let cid = gw.add(&b"reload me"[..]);
-    let gw_addr = gw.start().await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let base = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[homeserver]\nurl = \"http://{hs_addr}\"\n[[gateways]]\nurl = \"http://{gw_addr}\"\n"
-    );
+    let (_gw, cid, port, dir, base) = stubs(b"reload me").await;
     let path = write_config(&dir, &base);
     let proxy = Running::start(&path);
     proxy.next_line(&|v| v["message"] == "listening");

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::homeserver::HomeserverStub;
-use support::{bounded, ProxyBuilder};
+use support::ProxyBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -49,8 +49,7 @@ const RSS_SLACK: u64 = 8 << 20;
 
 #[tokio::test]
 async fn silent_and_idle_connections_are_closed() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (_hs, proxy) =
             proxy_with(&["first_byte_timeout = \"300ms\"", "idle_timeout = \"700ms\""]).await;
         // Nothing sent at all; half an HTTP/2 preface; a preface and SETTINGS, then nothing.
@@ -96,8 +95,7 @@ async fn silent_and_idle_connections_are_closed() {
 /// rounds: every one closed by its timeout, and nothing of them left behind.
 #[tokio::test]
 async fn rounds_of_silent_connections_leave_nothing_behind() {
-    let _serial = support::serial().await;
-    bounded(90, async {
+    support::serially(90, async {
         const EACH: usize = 30;
         let (_hs, proxy) =
             proxy_with(&["first_byte_timeout = \"300ms\"", "idle_timeout = \"700ms\""]).await;
@@ -137,8 +135,7 @@ async fn rounds_of_silent_connections_leave_nothing_behind() {
 
 #[tokio::test]
 async fn past_the_ceiling_new_connections_are_closed_and_the_open_ones_served() {
-    let _serial = support::serial().await;
-    bounded(60, async {
+    support::serially(60, async {
         let (_hs, proxy) =
             proxy_with(&["max_connections = 3", "first_byte_timeout = \"800ms\""]).await;
         let p = &proxy;

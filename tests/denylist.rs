@@ -10,7 +10,7 @@ use cid::Cid;
 use ipfs_media_proxy::metrics::METRICS;
 use support::gateway::{Behaviour, GatewayStub};
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, ProxyBuilder};
+use support::{bounded, client, get, get_as, json, ProxyBuilder};
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
@@ -81,12 +81,7 @@ async fn blocked_cid_is_refused_on_every_route_and_never_fetched() {
             format!("/_matrix/client/v1/media/thumbnail/example.org/ipfs:{blocked}?width=32&height=32"),
         ];
         for route in &routes {
-            let response = client()
-                .get(proxy.url(route))
-                .bearer_auth("good")
-                .send()
-                .await
-                .unwrap();
+            let response = get_as(&proxy, route, "good").await;
             assert_blocked(response).await;
         }
         let federation = client()
@@ -113,21 +108,14 @@ async fn blocked_cid_is_refused_on_every_route_and_never_fetched() {
         assert_eq!(METRICS.denylist_refusals.get() - refusals, 7);
 
         // Authentication still comes first: an unknown token learns nothing about the list.
-        let response = client()
-            .get(proxy.url(&routes[3]))
-            .bearer_auth("unknown")
-            .send()
-            .await
-            .unwrap();
+        let response = get_as(&proxy, &routes[3], "unknown").await;
         assert_eq!(response.status(), 401);
 
-        let response = client()
-            .get(proxy.url(&format!(
-                "/_matrix/media/v3/download/example.org/ipfs:{allowed}"
-            )))
-            .send()
-            .await
-            .unwrap();
+        let response = get(
+            &proxy,
+            &format!("/_matrix/media/v3/download/example.org/ipfs:{allowed}"),
+        )
+        .await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.bytes().await.unwrap().as_ref(), b"fine");
         proxy.stop().await;
@@ -231,11 +219,7 @@ async fn reload_swaps_gateways_and_timeouts_and_reports_the_rest() {
         // The new wait applies: content that takes 5 s gives up after the new 300 ms default.
         let slow = new_gw.add_with(&b"slow"[..], Behaviour::Delay(Duration::from_secs(5)));
         let started = std::time::Instant::now();
-        let response = client()
-            .get(proxy.url(&format!("/_matrix/media/v3/download/s/ipfs:{slow}")))
-            .send()
-            .await
-            .unwrap();
+        let response = get(&proxy, &format!("/_matrix/media/v3/download/s/ipfs:{slow}")).await;
         assert_eq!(response.status(), 504);
         assert!(
             started.elapsed() < Duration::from_secs(3),

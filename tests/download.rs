@@ -2,24 +2,18 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::gateway::{Behaviour, GatewayStub};
+use support::gateway::{holding, Behaviour, GatewayStub};
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, pattern, Proxy, ProxyBuilder};
-use tokio::sync::Notify;
+use support::{bounded, client, get, get_as, json, pattern, Proxy};
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 async fn setup(gw: &GatewayStub, extra: &str) -> (HomeserverStub, Proxy) {
     support::proxy_with(gw, extra).await
-}
-
-async fn get(proxy: &Proxy, path: &str) -> reqwest::Response {
-    client().get(proxy.url(path)).send().await.unwrap()
 }
 
 async fn error_of(response: reqwest::Response) -> (StatusCode, String, String) {
@@ -76,36 +70,38 @@ async fn media_headers_are_a_homeservers_and_more() {
         .await;
         assert_eq!(response.status(), 200);
         let h = response.headers();
-        assert_eq!(h["content-type"], "image/png");
-        assert_eq!(
-            h["content-disposition"],
-            "inline; filename*=utf-8''cat%20pic.png"
-        );
-        assert_eq!(h["content-length"], PNG.len().to_string().as_str());
-        assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
-        assert_eq!(h["etag"], format!("\"{cid}\"").as_str());
-        assert_eq!(h["accept-ranges"], "bytes");
-        assert_eq!(h["x-content-type-options"], "nosniff");
+        let (length, etag) = (PNG.len().to_string(), format!("\"{cid}\""));
+        for (name, value) in [
+            ("content-type", "image/png"),
+            (
+                "content-disposition",
+                "inline; filename*=utf-8''cat%20pic.png",
+            ),
+            ("content-length", &length),
+            ("cache-control", "public, max-age=31536000, immutable"),
+            ("etag", &etag),
+            ("accept-ranges", "bytes"),
+            ("x-content-type-options", "nosniff"),
+            ("x-content-security-policy", "sandbox;"),
+            ("cross-origin-resource-policy", "cross-origin"),
+            ("referrer-policy", "no-referrer"),
+            ("x-robots-tag", "noindex, nofollow, noarchive, noimageindex"),
+            ("access-control-allow-origin", "*"),
+            (
+                "access-control-allow-methods",
+                "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+            ),
+            (
+                "access-control-allow-headers",
+                "X-Requested-With, Content-Type, Authorization, Date",
+            ),
+        ] {
+            assert_eq!(h[name], value, "{name}");
+        }
         assert!(h["content-security-policy"]
             .to_str()
             .unwrap()
             .starts_with("sandbox;"));
-        assert_eq!(h["x-content-security-policy"], "sandbox;");
-        assert_eq!(h["cross-origin-resource-policy"], "cross-origin");
-        assert_eq!(h["referrer-policy"], "no-referrer");
-        assert_eq!(
-            h["x-robots-tag"],
-            "noindex, nofollow, noarchive, noimageindex"
-        );
-        assert_eq!(h["access-control-allow-origin"], "*");
-        assert_eq!(
-            h["access-control-allow-methods"],
-            "GET, HEAD, POST, PUT, DELETE, OPTIONS"
-        );
-        assert_eq!(
-            h["access-control-allow-headers"],
-            "X-Requested-With, Content-Type, Authorization, Date"
-        );
     })
     .await;
 }
@@ -354,8 +350,8 @@ async fn gateway_read_timeout_ends_a_stalled_stream() {
     bounded(30, async {
         let gw = GatewayStub::new();
         let stalls = gw.add_with(pattern(200_000, 4), Behaviour::StallAfter(50_000));
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
+        let (_hs, builder) = support::builder().await;
+        let proxy = builder
             .gateway(gw.start().await)
             .gateway_line("timeout = \"1s\"")
             .start()
@@ -446,13 +442,7 @@ async fn lying_content_length_is_not_served_as_complete() {
 #[tokio::test]
 async fn concurrent_requests_share_one_fetch_and_stream_early() {
     bounded(60, async {
-        let gw = GatewayStub::new();
-        let release = Arc::new(Notify::new());
-        let bytes = pattern(2_000_000, 9);
-        let cid = gw.add_with(
-            bytes.clone(),
-            Behaviour::HoldAfter(100_000, release.clone()),
-        );
+        let (gw, cid, release, bytes) = holding(2_000_000, 9, 100_000);
         let (_hs, proxy) = setup(&gw, "").await;
         let url = proxy.url(&format!("/_matrix/media/v3/download/s/ipfs:{cid}"));
 
@@ -578,12 +568,12 @@ async fn legacy_routes_can_be_turned_off() {
             (StatusCode::NOT_FOUND, "M_NOT_FOUND")
         );
         assert_eq!(gw.hits(&cid), 0);
-        let r = client()
-            .get(proxy.url(&format!("/_matrix/client/v1/media/download/s/ipfs:{cid}")))
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap();
+        let r = get_as(
+            &proxy,
+            &format!("/_matrix/client/v1/media/download/s/ipfs:{cid}"),
+            "good",
+        )
+        .await;
         assert_eq!(r.status(), 200);
     })
     .await;

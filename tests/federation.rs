@@ -4,20 +4,27 @@ mod support;
 
 use support::gateway::GatewayStub;
 use support::homeserver::{HomeserverStub, CAPABILITIES};
-use support::{bounded, client, json, Proxy};
+use support::{bounded, client, get, Proxy};
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 async fn setup(extra: &str) -> (HomeserverStub, GatewayStub, Proxy, String) {
-    let gw = GatewayStub::new();
-    let cid = gw.add(PNG);
-    let (hs, proxy) = support::proxy_with(&gw, extra).await;
-    (hs, gw, proxy, cid)
+    support::proxy_serving(PNG, extra).await
 }
 
 fn x_matrix(sig: &str) -> String {
     format!("X-Matrix origin=\"remote.example\",destination=\"localhost\",key=\"ed25519:a\",sig=\"{sig}\"")
+}
+
+/// `GET {url}` with an `X-Matrix` authorization signed `sig`.
+async fn signed_get(url: &str, sig: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("authorization", x_matrix(sig))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Parses a multipart answer with a real multipart parser (multer, as used by axum).
@@ -50,12 +57,7 @@ async fn signed_request_for_unknown_media_is_served_as_multipart() {
             "/_matrix/federation/unstable/org.matrix.msc3916.v2/media/download",
         ] {
             let target = format!("{prefix}/ipfs%3A{cid}?timeout_ms=5000");
-            let response = client()
-                .get(proxy.url(&target))
-                .header("authorization", x_matrix("good"))
-                .send()
-                .await
-                .unwrap();
+            let response = signed_get(&proxy.url(&target), "good").await;
             assert_eq!(response.status(), 200);
             let content_type = response.headers()["content-type"]
                 .to_str()
@@ -96,32 +98,17 @@ async fn forged_or_missing_signature_gets_the_homeservers_refusal() {
     bounded(30, async {
         let (_hs, gw, proxy, cid) = setup("").await;
         let url = proxy.url(&format!("/_matrix/federation/v1/media/download/ipfs:{cid}"));
-        let r = client()
-            .get(&url)
-            .header("authorization", x_matrix("forged"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(&url, "forged").await;
         assert_eq!(r.status(), 401);
-        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNAUTHORIZED");
+        assert_eq!(support::errcode(r).await, "M_UNAUTHORIZED");
         let r = client().get(&url).send().await.unwrap();
         assert_eq!(r.status(), 401);
         // A server that does not know the endpoint checked nothing: its 404 is passed back.
-        let r = client()
-            .get(&url)
-            .header("authorization", x_matrix("old"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(&url, "old").await;
         assert_eq!(r.status(), 404);
-        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNRECOGNIZED");
+        assert_eq!(support::errcode(r).await, "M_UNRECOGNIZED");
         // Media the homeserver has is its own answer.
-        let r = client()
-            .get(&url)
-            .header("authorization", x_matrix("mine"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(&url, "mine").await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.bytes().await.unwrap().as_ref(),
@@ -145,16 +132,15 @@ async fn alias_form_works_everywhere_and_shares_the_cache() {
             format!("/_matrix/media/v3/download/other.example/ipfs:{cid}/x.png"),
             format!("/_matrix/client/v1/media/download/localhost/ipfs_{cid}?access_token=good"),
         ] {
-            let r = client().get(proxy.url(&path)).send().await.unwrap();
+            let r = get(&proxy, &path).await;
             assert_eq!(r.status(), 200, "{path}");
             assert_eq!(r.bytes().await.unwrap().as_ref(), PNG);
         }
-        let r = client()
-            .get(proxy.url(&format!("/_matrix/federation/v1/media/download/ipfs_{cid}")))
-            .header("authorization", x_matrix("good"))
-            .send()
-            .await
-            .unwrap();
+        let r = signed_get(
+            &proxy.url(&format!("/_matrix/federation/v1/media/download/ipfs_{cid}")),
+            "good",
+        )
+        .await;
         assert_eq!(parts(r).await[1].2.as_ref(), PNG);
         assert_eq!(gw.hits(&cid), 1, "both forms are one cache entry");
     })
@@ -165,17 +151,9 @@ async fn alias_form_works_everywhere_and_shares_the_cache() {
 async fn alias_prefix_is_configurable() {
     bounded(30, async {
         let (hs, _gw, proxy, cid) = setup("[media]\nid_alias_prefix = \"cid-\"").await;
-        let r = client()
-            .get(proxy.url(&format!("/_matrix/media/v3/download/s/cid-{cid}")))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&proxy, &format!("/_matrix/media/v3/download/s/cid-{cid}")).await;
         assert_eq!(r.status(), 200);
-        let r = client()
-            .get(proxy.url(&format!("/_matrix/media/v3/download/s/ipfs_{cid}")))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&proxy, &format!("/_matrix/media/v3/download/s/ipfs_{cid}")).await;
         assert_eq!(r.status(), 201, "no longer ours: the homeserver answered");
         assert_eq!(
             hs.last().target,
@@ -189,13 +167,11 @@ async fn alias_prefix_is_configurable() {
 async fn legacy_fallback_servers_use_works_for_any_server_name() {
     bounded(30, async {
         let (_hs, _gw, proxy, cid) = setup("").await;
-        let r = client()
-            .get(proxy.url(&format!(
-                "/_matrix/media/v3/download/far.away.example/ipfs:{cid}?allow_remote=false"
-            )))
-            .send()
-            .await
-            .unwrap();
+        let r = get(
+            &proxy,
+            &format!("/_matrix/media/v3/download/far.away.example/ipfs:{cid}?allow_remote=false"),
+        )
+        .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().as_ref(), PNG);
     })
@@ -206,11 +182,7 @@ async fn legacy_fallback_servers_use_works_for_any_server_name() {
 async fn capabilities_are_edited_only_when_enabled() {
     bounded(30, async {
         let (_hs, _gw, proxy, _cid) = setup("").await;
-        let r = client()
-            .get(proxy.url("/_matrix/client/v3/capabilities"))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&proxy, "/_matrix/client/v3/capabilities").await;
         assert_eq!(
             r.bytes().await.unwrap().as_ref(),
             CAPABILITIES.as_bytes(),
@@ -222,11 +194,7 @@ async fn capabilities_are_edited_only_when_enabled() {
         )
         .await;
         for version in ["v3", "r0"] {
-            let r = client()
-                .get(proxy.url(&format!("/_matrix/client/{version}/capabilities")))
-                .send()
-                .await
-                .unwrap();
+            let r = get(&proxy, &format!("/_matrix/client/{version}/capabilities")).await;
             let declared: usize = r.headers()["content-length"]
                 .to_str()
                 .unwrap()

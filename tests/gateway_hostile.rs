@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use support::gateway::{raw_cid, Behaviour, GatewayStub};
 use support::homeserver::HomeserverStub;
 use support::trustless::{Dag, DiamondGateway, Lie, TrustlessStub};
-use support::{bounded, client, control, json, warm, Proxy, ProxyBuilder, WARM_ROUNDS};
+use support::{client, control, json, warm, Proxy, ProxyBuilder, WARM_ROUNDS};
 
 const SECRET: &str = "TOP SECRET internal body";
 
@@ -145,8 +145,7 @@ async fn redirect_round(p: &Proxy, cases: &[RedirectCase]) {
 
 #[tokio::test]
 async fn a_trusted_gateway_cannot_redirect_the_proxy_anywhere() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (internal, internal_hits) = internal_service().await;
         let a = GatewayStub::new();
         let addr = a.start().await;
@@ -213,8 +212,7 @@ const CONCURRENT: usize = 10;
 
 #[tokio::test]
 async fn a_redirect_is_that_gateways_failure_and_the_next_one_serves() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (internal, internal_hits) = internal_service().await;
         let (a, b) = (GatewayStub::new(), GatewayStub::new());
         let content = "content both gateways are asked for";
@@ -302,8 +300,7 @@ async fn trustless_redirect_round(p: &Proxy, roots: &[cid::Cid]) {
 
 #[tokio::test]
 async fn a_trustless_gateway_redirect_sends_no_request_elsewhere() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let (internal, internal_hits) = internal_service().await;
         let dag = Dag::load("balanced-1k.car").await;
         let single = Dag::load("small-raw.car").await;
@@ -357,8 +354,7 @@ async fn encoded_round(p: &Proxy, encoded: &[String], plain: &str) {
 
 #[tokio::test]
 async fn an_encoded_answer_is_that_gateways_failure() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         // What gzip would have made of the content: served as is it would be garbage.
         let content = "the content, before a CDN compressed it";
         let compressed: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage";
@@ -422,8 +418,7 @@ async fn encoded_trustless_round(p: &Proxy, root: &cid::Cid) {
 
 #[tokio::test]
 async fn an_encoded_trustless_answer_is_that_gateways_failure() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = Dag::load("balanced-1k.car").await;
         let encoding = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Encoding("gzip"));
         let e_addr = encoding.start().await;
@@ -491,8 +486,7 @@ async fn diamond_round(p: &Proxy, diamond: &DiamondGateway) -> u64 {
 
 #[tokio::test]
 async fn a_diamond_dag_is_refused_quickly_and_real_dags_still_verify() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let diamond = DiamondGateway::new();
         let d_addr = diamond.start().await;
         let p = proxy(&[d_addr], &[TRUSTLESS], RETRIEVAL).await;
@@ -578,8 +572,7 @@ async fn capped_round(p: &Proxy, deep: &Dag) {
 
 #[tokio::test]
 async fn max_dag_blocks_caps_a_walk() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         // deep-64 is 316 blocks, balanced-1k 21. The walk fails at deep-64's 101st block, after
         // the verified root gave the length and the answer began: the connection is aborted,
         // never ended cleanly (as for any failure once bytes have gone out).
@@ -618,8 +611,7 @@ async fn max_dag_blocks_caps_a_walk() {
 /// `max_idle_connections` idle connections behind, not one for each fetch.
 #[tokio::test]
 async fn a_burst_of_fetches_leaves_at_most_the_idle_cap_open() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         const BURST: usize = 40;
         const CAP: usize = 2;
         let gw = GatewayStub::new();

@@ -6,8 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::homeserver::HomeserverStub;
-use support::{bounded, client, ProxyBuilder};
+use support::{bounded, client};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -44,8 +43,8 @@ async fn wait_for(admin: std::net::SocketAddr, want: f64) {
 #[tokio::test]
 async fn a_client_that_leaves_mid_request_is_no_longer_in_flight() {
     bounded(30, async {
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
+        let (_hs, builder) = support::builder().await;
+        let proxy = builder
             .toml("[admin]\nlisten = \"127.0.0.1:0\"")
             .start()
             .await;

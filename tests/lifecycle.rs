@@ -2,31 +2,17 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use support::gateway::{Behaviour, GatewayStub};
-use support::homeserver::HomeserverStub;
-use support::{bounded, client, pattern, ProxyBuilder};
-use tokio::sync::Notify;
+use support::gateway::holding;
+use support::{bounded, get};
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_downloads() {
     bounded(30, async {
-        let gw = GatewayStub::new();
-        let release = Arc::new(Notify::new());
-        let bytes = pattern(500_000, 21);
-        let cid = gw.add_with(bytes.clone(), Behaviour::HoldAfter(50_000, release.clone()));
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
-            .gateway(gw.start().await)
-            .start()
-            .await;
+        let (gw, cid, release, bytes) = holding(500_000, 21, 50_000);
+        let (_hs, builder) = support::builder().await;
+        let proxy = builder.gateway(gw.start().await).start().await;
         let addr = proxy.addr;
-        let mut response = client()
-            .get(proxy.url(&format!("/_matrix/media/v3/download/s/ipfs:{cid}")))
-            .send()
-            .await
-            .unwrap();
+        let mut response = get(&proxy, &format!("/_matrix/media/v3/download/s/ipfs:{cid}")).await;
         let first = response.chunk().await.unwrap().unwrap();
         let stopping = tokio::spawn(proxy.stop());
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -4,15 +4,12 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::gateway::{Behaviour, GatewayStub, RangeMode};
-use support::homeserver::HomeserverStub;
+use support::gateway::{holding, Behaviour, GatewayStub, RangeMode};
 use support::trustless::{Dag, EntityBytes, Lie, TrustlessStub};
-use support::{bounded, client, json, pattern, Proxy, ProxyBuilder};
-use tokio::sync::Notify;
+use support::{bounded, client, pattern, Proxy};
 
 /// A PNG signature and header, then filler: the type is in the first bytes only.
 fn png_like(len: usize) -> Vec<u8> {
@@ -23,8 +20,8 @@ fn png_like(len: usize) -> Vec<u8> {
 }
 
 async fn trusted(gateways: &[&GatewayStub], extra: &str) -> Proxy {
-    let hs = HomeserverStub::new();
-    let mut builder = ProxyBuilder::new(hs.start().await)
+    let (_hs, builder) = support::builder().await;
+    let mut builder = builder
         .toml("[retrieval]\nprobe_interval = \"0s\"")
         .toml(extra);
     for g in gateways {
@@ -33,17 +30,9 @@ async fn trusted(gateways: &[&GatewayStub], extra: &str) -> Proxy {
     builder.start().await
 }
 
+/// The proxy in front of `gateways`, all trustless, with a 2 s timeout each.
 async fn trustless(gateways: &[&TrustlessStub], extra: &str) -> Proxy {
-    let hs = HomeserverStub::new();
-    let mut builder = ProxyBuilder::new(hs.start().await)
-        .gateway_line("mode = \"trustless\"")
-        .gateway_line("timeout = \"2s\"")
-        .toml("[retrieval]\nprobe_interval = \"0s\"")
-        .toml(extra);
-    for g in gateways {
-        builder = builder.gateway(g.start().await);
-    }
-    builder.start().await
+    support::trustless::trustless_proxy(gateways, "2s", extra).await
 }
 
 /// Every range not starting at byte 0 is fetched on its own.
@@ -143,11 +132,8 @@ async fn a_trusted_gateway_is_asked_for_the_range_and_the_first_bytes() {
 #[tokio::test]
 async fn a_near_range_waits_for_the_shared_fetch_which_fills_the_cache() {
     bounded(30, async {
-        let gw = GatewayStub::new();
-        let release = Arc::new(Notify::new());
-        let bytes = pattern(100_000, 22);
         // Held after 2,000 bytes: the near range's answer has begun but cannot end yet.
-        let cid = gw.add_with(bytes.clone(), Behaviour::HoldAfter(2_000, release.clone()));
+        let (gw, cid, release, bytes) = holding(100_000, 22, 2_000);
         let p = trusted(&[&gw], "[media]\nrange_fetch_threshold = \"4KiB\"").await;
         let near = ranged(&url(&p, &cid), "bytes=4000-4999").await;
         assert_eq!(near.status(), 206);
@@ -180,13 +166,7 @@ async fn a_near_range_waits_for_the_shared_fetch_which_fills_the_cache() {
 #[tokio::test]
 async fn a_range_joins_a_running_fetch_that_is_near_and_goes_apart_when_it_is_far() {
     bounded(30, async {
-        let gw = GatewayStub::new();
-        let release = Arc::new(Notify::new());
-        let bytes = pattern(2_000_000, 23);
-        let cid = gw.add_with(
-            bytes.clone(),
-            Behaviour::HoldAfter(100_000, release.clone()),
-        );
+        let (gw, cid, release, bytes) = holding(2_000_000, 23, 100_000);
         let p = trusted(&[&gw], "[media]\nrange_fetch_threshold = \"4KiB\"").await;
         // A full download that the gateway holds after 100,000 bytes.
         let mut whole = client().get(url(&p, &cid)).send().await.unwrap();
@@ -305,7 +285,7 @@ async fn a_range_outside_uncached_content_is_416() {
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(r.headers()["content-range"], "bytes */100000");
         assert_eq!(r.headers()["access-control-allow-origin"], "*");
-        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNKNOWN");
+        assert_eq!(support::errcode(r).await, "M_UNKNOWN");
         assert!(
             gw.ranges(&cid).contains(&some("bytes=100000-")),
             "the range went to the gateway"
@@ -333,7 +313,7 @@ async fn parts_obey_the_size_limit() {
         .await;
         let r = ranged(&url(&p, &cid), "bytes=1000-1999").await;
         assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_TOO_LARGE");
+        assert_eq!(support::errcode(r).await, "M_TOO_LARGE");
     })
     .await;
 }
@@ -354,10 +334,7 @@ async fn parts_obey_timeout_ms() {
         )
         .await;
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(
-            json(&r.bytes().await.unwrap())["errcode"],
-            "M_NOT_YET_UPLOADED"
-        );
+        assert_eq!(support::errcode(r).await, "M_NOT_YET_UPLOADED");
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(gw.ranges(&cid).contains(&some("bytes=1000-1999")));
     })
@@ -548,11 +525,7 @@ async fn trustless_416_from_the_root_alone() {
             let r = ranged(&url(&p, &dag.root.to_string()), "bytes=20000-").await;
             assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{mode:?}");
             assert_eq!(r.headers()["content-range"], "bytes */20000", "{mode:?}");
-            assert_eq!(
-                json(&r.bytes().await.unwrap())["errcode"],
-                "M_UNKNOWN",
-                "{mode:?}"
-            );
+            assert_eq!(support::errcode(r).await, "M_UNKNOWN", "{mode:?}");
             assert!(gw.car_ranges().contains(&some("20000:*")), "{mode:?}");
             match mode {
                 // The spec's 400 for a range it can tell is outside: the root, raw (and the

@@ -3,8 +3,7 @@
 
 mod support;
 
-use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, pattern, ProxyBuilder};
+use support::{bounded, get, json, pattern};
 
 use support::rss_bytes;
 
@@ -13,24 +12,12 @@ const MIB: usize = 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_mib_each_way_keeps_rss_flat() {
     bounded(120, async {
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await).start().await;
+        let (_hs, proxy) = support::plain_proxy().await;
         // Warm up pools and allocator arenas with a small transfer first.
-        let _ = client()
-            .get(proxy.url("/stream/1048576"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let _ = get(&proxy, "/stream/1048576").await.bytes().await.unwrap();
         let before = rss_bytes();
 
-        let mut response = client()
-            .get(proxy.url(&format!("/stream/{}", 200 * MIB)))
-            .send()
-            .await
-            .unwrap();
+        let mut response = get(&proxy, &format!("/stream/{}", 200 * MIB)).await;
         let mut received = 0usize;
         while let Some(part) = response.chunk().await.unwrap() {
             received += part.len();

@@ -50,6 +50,20 @@ fn is_blue(p: Rgba<u8>) -> bool {
     p[2] > 150 && p[0] < 90 && p[1] < 90
 }
 
+/// Fails unless `img` is red near its top and blue near its bottom; `what` names the case.
+fn assert_red_over_blue(img: &image::DynamicImage, what: &str) {
+    let (w, h) = (img.width(), img.height());
+    assert!(
+        is_red(img.get_pixel(w / 2, h / 8)),
+        "{what} top {:?}",
+        img.get_pixel(w / 2, h / 8)
+    );
+    assert!(
+        is_blue(img.get_pixel(w / 2, h - 1 - h / 8)),
+        "{what} bottom"
+    );
+}
+
 #[test]
 fn default_sizes_on_a_2_1_png() {
     let expected = [(32, 32), (96, 96), (320, 160), (640, 320), (800, 400)];
@@ -133,17 +147,8 @@ fn exif_orientation_is_applied() {
         let (img, ty, _) = rendered("orientation6-400x200.jpg", "image/jpeg", target, false);
         assert_eq!(ty, "image/jpeg");
         assert_eq!((img.width(), img.height()), want, "{target:?}");
-        let (w, h) = (img.width(), img.height());
         // Orientation 6 turns the stored image clockwise: its red left half goes on top.
-        assert!(
-            is_red(img.get_pixel(w / 2, h / 8)),
-            "{target:?} top {:?}",
-            img.get_pixel(w / 2, h / 8)
-        );
-        assert!(
-            is_blue(img.get_pixel(w / 2, h - 1 - h / 8)),
-            "{target:?} bottom"
-        );
+        assert_red_over_blue(&img, &format!("{target:?}"));
     }
 }
 
@@ -163,16 +168,7 @@ fn jpeg_variants() {
                 (target.width, target.height),
                 "{name}"
             );
-            let (w, h) = (img.width(), img.height());
-            assert!(
-                is_red(img.get_pixel(w / 2, h / 8)),
-                "{name} {target:?} top {:?}",
-                img.get_pixel(w / 2, h / 8)
-            );
-            assert!(
-                is_blue(img.get_pixel(w / 2, h - 1 - h / 8)),
-                "{name} {target:?} bottom"
-            );
+            assert_red_over_blue(&img, &format!("{name} {target:?}"));
         }
         let (img, _, _) = rendered("gray-640x480.jpg", "image/jpeg", target, false);
         let (w, h) = (img.width(), img.height());
@@ -187,27 +183,16 @@ fn jpeg_variants() {
 #[test]
 fn content_types_follow_the_source_type() {
     let t = size(96, 96, Method::Crop);
-    assert_eq!(
-        rendered("still-300x200.webp", "image/webp", t, false).1,
-        "image/jpeg"
-    );
-    assert_eq!(
-        rendered("orientation6-400x200.jpg", "image/jpg", t, false).1,
-        "image/jpeg"
-    );
-    assert_eq!(
-        rendered("pattern-1000x500.png", "image/png", t, false).1,
-        "image/png"
-    );
-    assert_eq!(
-        rendered("animated-120x80.gif", "image/gif", t, false).1,
-        "image/png"
-    );
-    // The declared type picks the output even when the bytes are another allowed format.
-    assert_eq!(
-        rendered("pattern-1000x500.png", "image/jpeg", t, false).1,
-        "image/jpeg"
-    );
+    for (name, ty, want) in [
+        ("still-300x200.webp", "image/webp", "image/jpeg"),
+        ("orientation6-400x200.jpg", "image/jpg", "image/jpeg"),
+        ("pattern-1000x500.png", "image/png", "image/png"),
+        ("animated-120x80.gif", "image/gif", "image/png"),
+        // The declared type picks the output even when the bytes are another allowed format.
+        ("pattern-1000x500.png", "image/jpeg", "image/jpeg"),
+    ] {
+        assert_eq!(rendered(name, ty, t, false).1, want, "{name} as {ty}");
+    }
 }
 
 #[test]
@@ -262,54 +247,41 @@ fn animation_kept_when_asked() {
 #[test]
 fn animation_dropped_otherwise() {
     let t = size(32, 32, Method::Crop);
-    assert_eq!(
-        rendered("animated-120x80.gif", "image/gif", t, false).1,
-        "image/png"
-    );
-    assert_eq!(
-        rendered("animated-90x60.webp", "image/webp", t, false).1,
-        "image/jpeg"
-    );
-    // Still sources ignore animated=true.
-    assert_eq!(
-        rendered("still-300x200.webp", "image/webp", t, true).1,
-        "image/jpeg"
-    );
-    assert_eq!(
-        rendered("pattern-1000x500.png", "image/png", t, true).1,
-        "image/png"
-    );
-    assert_eq!(
-        rendered("orientation6-400x200.jpg", "image/jpeg", t, true).1,
-        "image/jpeg"
-    );
+    for (name, ty, animated, want) in [
+        ("animated-120x80.gif", "image/gif", false, "image/png"),
+        ("animated-90x60.webp", "image/webp", false, "image/jpeg"),
+        // Still sources ignore animated=true.
+        ("still-300x200.webp", "image/webp", true, "image/jpeg"),
+        ("pattern-1000x500.png", "image/png", true, "image/png"),
+        ("orientation6-400x200.jpg", "image/jpeg", true, "image/jpeg"),
+    ] {
+        assert_eq!(
+            rendered(name, ty, t, animated).1,
+            want,
+            "{name} animated={animated}"
+        );
+    }
     // Over the frame cap: a still thumbnail, not an error.
-    let limits = Limits {
-        max_frames: 2,
-        ..Limits::default()
-    };
-    let out = render(
-        &fixture("animated-120x80.gif"),
-        "image/gif",
-        t,
-        true,
-        &limits,
-    )
-    .unwrap();
-    assert_eq!(out.content_type, "image/png");
-    let limits = Limits {
-        max_animation_pixels: 120 * 80 * 2,
-        ..Limits::default()
-    };
-    let out = render(
-        &fixture("animated-120x80.gif"),
-        "image/gif",
-        t,
-        true,
-        &limits,
-    )
-    .unwrap();
-    assert_eq!(out.content_type, "image/png");
+    for limits in [
+        Limits {
+            max_frames: 2,
+            ..Limits::default()
+        },
+        Limits {
+            max_animation_pixels: 120 * 80 * 2,
+            ..Limits::default()
+        },
+    ] {
+        let out = render(
+            &fixture("animated-120x80.gif"),
+            "image/gif",
+            t,
+            true,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(out.content_type, "image/png");
+    }
 }
 
 #[test]
@@ -438,51 +410,40 @@ fn thumbnail(
     render(source, source_type, size, request.animated, limits).map(Some)
 }
 
+/// A still thumbnail request for `width` by `height`.
+fn request(width: u32, height: u32, method: Method) -> ThumbnailRequest {
+    ThumbnailRequest {
+        width,
+        height,
+        method,
+        animated: false,
+    }
+}
+
+/// [`thumbnail`] of the 1000x500 PNG, with the default sizes and limits.
+fn png_thumbnail(request: &ThumbnailRequest) -> Option<Thumbnail> {
+    let source = fixture("pattern-1000x500.png");
+    thumbnail(
+        &source,
+        "image/png",
+        request,
+        &DEFAULT_SIZES,
+        &Limits::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn select_then_render() {
-    let request = ThumbnailRequest {
-        width: 50,
-        height: 50,
-        method: Method::Crop,
-        animated: false,
-    };
-    let out = thumbnail(
-        &fixture("pattern-1000x500.png"),
-        "image/png",
-        &request,
-        &DEFAULT_SIZES,
-        &Limits::default(),
-    )
-    .unwrap()
-    .expect("a crop size is configured");
+    let out = png_thumbnail(&request(50, 50, Method::Crop)).expect("a crop size is configured");
     assert_eq!((out.width, out.height), (96, 96));
-    let request = ThumbnailRequest {
-        width: 1000,
-        height: 1000,
-        method: Method::Scale,
-        animated: false,
-    };
-    let out = thumbnail(
-        &fixture("pattern-1000x500.png"),
-        "image/png",
-        &request,
-        &DEFAULT_SIZES,
-        &Limits::default(),
-    )
-    .unwrap()
-    .unwrap();
+    let out = png_thumbnail(&request(1000, 1000, Method::Scale)).unwrap();
     assert_eq!((out.width, out.height), (800, 400));
     // Dynamic: exactly what was asked (within the source, for scale).
-    let request = ThumbnailRequest {
-        width: 50,
-        height: 50,
-        method: Method::Crop,
-        animated: false,
-    };
     let out = render(
         &fixture("pattern-1000x500.png"),
         "image/png",
-        dynamic_size(&request),
+        dynamic_size(&request(50, 50, Method::Crop)),
         false,
         &Limits::default(),
     )

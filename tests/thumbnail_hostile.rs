@@ -13,7 +13,7 @@ use ipfs_media_proxy::media::thumbnail::{self, Limits, Method, ThumbnailError, T
 use ipfs_media_proxy::metrics::METRICS;
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, Proxy, ProxyBuilder};
+use support::{client, json, Proxy, ProxyBuilder};
 
 fn image(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -90,8 +90,7 @@ const SLOW_SCANS: usize = 60_000;
 
 #[tokio::test]
 async fn a_many_scan_jpeg_is_refused_from_its_header() {
-    let _serial = support::serial().await;
-    bounded(60, async {
+    support::serially(60, async {
         let (_hs, gw, proxy) = setup("").await;
         let cid = gw.add(many_scans(SLOW_SCANS));
         let started = Instant::now();
@@ -113,8 +112,7 @@ async fn a_many_scan_jpeg_is_refused_from_its_header() {
 
 #[tokio::test]
 async fn a_render_past_its_deadline_is_answered_503() {
-    let _serial = support::serial().await;
-    bounded(120, async {
+    support::serially(120, async {
         let (_hs, gw, proxy) =
             setup("[thumbnails]\nmax_jpeg_scans = 1000000\nrender_timeout = \"1s\"\n").await;
         let cid = gw.add(many_scans(SLOW_SCANS));
@@ -138,8 +136,7 @@ async fn a_render_past_its_deadline_is_answered_503() {
 
 #[tokio::test]
 async fn a_normal_thumbnail_is_answered_while_hostile_ones_are_asked_for() {
-    let _serial = support::serial().await;
-    bounded(120, async {
+    support::serially(120, async {
         // Two slots, two hostile sources asked for at once: neither may take a slot for long.
         let (_hs, gw, proxy) = setup("[thumbnails]\nmax_concurrent = 2\n").await;
         let hostile: Vec<String> = [SLOW_SCANS, SLOW_SCANS + 1]
@@ -172,8 +169,7 @@ async fn a_normal_thumbnail_is_answered_while_hostile_ones_are_asked_for() {
 
 #[tokio::test]
 async fn renders_nobody_waits_for_never_start_or_stop_at_a_checkpoint() {
-    let _serial = support::serial().await;
-    bounded(240, async {
+    support::serially(240, async {
         // The deadline is far off: the control request below waits out the hostile decode,
         // which is slow in a debug build on a loaded machine.
         let (_hs, gw, proxy) = setup(
@@ -225,8 +221,7 @@ async fn renders_nobody_waits_for_never_start_or_stop_at_a_checkpoint() {
 
 #[tokio::test]
 async fn a_full_render_queue_is_answered_503_at_once() {
-    let _serial = support::serial().await;
-    bounded(120, async {
+    support::serially(120, async {
         let (_hs, gw, proxy) = setup(
             "[thumbnails]\nmax_concurrent = 1\nmax_queued = 1\nmax_jpeg_scans = 1000000\nrender_timeout = \"5s\"\n",
         )
@@ -255,8 +250,7 @@ async fn a_full_render_queue_is_answered_503_at_once() {
 
 #[tokio::test]
 async fn a_16_bit_rgba_png_is_held_to_the_decoded_bytes_bound() {
-    let _serial = support::serial().await;
-    bounded(120, async {
+    support::serially(120, async {
         // 5792 x 5792 is just under 32 Mpx, but at 8 bytes a pixel decodes to 256 MiB.
         let big = image("rgba16-5792x5792.png");
         let limits = Limits::default();
@@ -290,8 +284,7 @@ async fn a_16_bit_rgba_png_is_held_to_the_decoded_bytes_bound() {
 /// request.
 #[tokio::test]
 async fn hostile_rounds_leave_descriptors_and_memory_where_they_were() {
-    let _serial = support::serial().await;
-    bounded(180, async {
+    support::serially(180, async {
         let (_hs, gw, proxy) = setup("[thumbnails]\nmax_concurrent = 2\n").await;
         let scans = gw.add(many_scans(SLOW_SCANS));
         let big = gw.add(image("rgba16-5792x5792.png"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use support::gateway::GatewayStub;
 use support::homeserver::HomeserverStub;
-use support::{bounded, client, json, Proxy};
+use support::{bounded, client, Proxy};
 
 fn image(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -41,12 +41,12 @@ async fn element_style_requests_get_synapse_sized_thumbnails() {
         ];
         for (query, content_type, dims) in cases {
             for prefix in ["/_matrix/media/v3", "/_matrix/client/v1/media"] {
-                let r = client()
-                    .get(proxy.url(&format!("{prefix}/thumbnail/localhost/ipfs:{png}?{query}")))
-                    .bearer_auth("good")
-                    .send()
-                    .await
-                    .unwrap();
+                let r = support::get_as(
+                    &proxy,
+                    &format!("{prefix}/thumbnail/localhost/ipfs:{png}?{query}"),
+                    "good",
+                )
+                .await;
                 assert_eq!(r.status(), 200, "{prefix} {query}");
                 let h = r.headers().clone();
                 assert_eq!(h["content-type"], content_type);
@@ -137,7 +137,7 @@ async fn what_cannot_be_thumbnailed_answers_like_synapse() {
                 r.headers()["cache-control"],
                 "no-cache, no-store, must-revalidate"
             );
-            assert_eq!(json(&r.bytes().await.unwrap())["errcode"], "M_UNKNOWN");
+            assert_eq!(support::errcode(r).await, "M_UNKNOWN");
             assert!(started.elapsed() < std::time::Duration::from_secs(5));
         }
         for (query, errcode) in [
@@ -148,11 +148,7 @@ async fn what_cannot_be_thumbnailed_answers_like_synapse() {
         ] {
             let r = client().get(thumb(&png, query)).send().await.unwrap();
             assert_eq!(r.status(), 400, "{query}");
-            assert_eq!(
-                json(&r.bytes().await.unwrap())["errcode"],
-                errcode,
-                "{query}"
-            );
+            assert_eq!(support::errcode(r).await, errcode, "{query}");
         }
     })
     .await;
@@ -244,10 +240,7 @@ async fn a_bad_timeout_is_refused_even_when_the_thumbnail_is_cached() {
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
-        assert_eq!(
-            json(&r.bytes().await.unwrap())["errcode"],
-            "M_INVALID_PARAM"
-        );
+        assert_eq!(support::errcode(r).await, "M_INVALID_PARAM");
     })
     .await;
 }
@@ -257,13 +250,11 @@ async fn dynamic_mode_makes_the_exact_size() {
     bounded(60, async {
         let (_hs, gw, proxy) = setup("[thumbnails]\ndynamic = true").await;
         let png = gw.add(image("pattern-1000x500.png"));
-        let r = client()
-            .get(proxy.url(&format!(
-                "/_matrix/media/v3/thumbnail/s/ipfs:{png}?width=50&height=50&method=crop"
-            )))
-            .send()
-            .await
-            .unwrap();
+        let r = support::get(
+            &proxy,
+            &format!("/_matrix/media/v3/thumbnail/s/ipfs:{png}?width=50&height=50&method=crop"),
+        )
+        .await;
         assert_eq!(dimensions(&r.bytes().await.unwrap()), (50, 50));
     })
     .await;
@@ -299,7 +290,7 @@ async fn thumbnails_can_be_left_to_the_homeserver() {
         let (hs, gw, proxy) = setup("[thumbnails]\nenabled = false").await;
         let png = gw.add(image("one-1x1.png"));
         let path = format!("/_matrix/media/v3/thumbnail/s/ipfs:{png}?width=32&height=32");
-        let r = client().get(proxy.url(&path)).send().await.unwrap();
+        let r = support::get(&proxy, &path).await;
         assert_eq!(r.status(), 201, "the homeserver answered");
         assert_eq!(hs.last().target, path);
     })

@@ -6,21 +6,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::homeserver::HomeserverStub;
 use support::trustless::{Dag, Lie, TrustlessStub};
-use support::{bounded, client, control, json, Proxy, ProxyBuilder};
+use support::{client, control, json, Proxy};
 
+/// The proxy in front of `gateways`, all trustless, with a 1 s timeout each.
 async fn proxy(gateways: &[&TrustlessStub], extra: &str) -> Proxy {
-    let hs = HomeserverStub::new();
-    let mut builder = ProxyBuilder::new(hs.start().await)
-        .gateway_line("mode = \"trustless\"")
-        .gateway_line("timeout = \"1s\"")
-        .toml("[retrieval]\nprobe_interval = \"0s\"")
-        .toml(extra);
-    for g in gateways {
-        builder = builder.gateway(g.start().await);
-    }
-    builder.start().await
+    support::trustless::trustless_proxy(gateways, "1s", extra).await
 }
 
 fn url(proxy: &Proxy, cid: &cid::Cid) -> String {
@@ -33,8 +24,7 @@ async fn balanced() -> Dag {
 
 #[tokio::test]
 async fn honest_gateway_serves_verified_bytes() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let a = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Honest);
         let p = proxy(&[&a], "").await;
@@ -53,8 +43,7 @@ async fn honest_gateway_serves_verified_bytes() {
 
 #[tokio::test]
 async fn every_kind_of_lie_is_caught_and_repaired_from_another_gateway() {
-    let _serial = support::serial().await;
-    bounded(60, async {
+    support::serially(60, async {
         let dag = balanced().await;
         let want = Dag::file("file20k.bin");
         for lie in [
@@ -91,8 +80,7 @@ async fn every_kind_of_lie_is_caught_and_repaired_from_another_gateway() {
 
 #[tokio::test]
 async fn a_liar_is_benched_and_asked_last() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let deep = Dag::load("deep-64.car").await;
         let dag = balanced().await;
         let liar = TrustlessStub::new(&[dag.clone(), deep.clone()], Lie::FlipByte(3));
@@ -111,8 +99,7 @@ async fn a_liar_is_benched_and_asked_last() {
 
 #[tokio::test]
 async fn with_no_honest_source_no_unverified_byte_is_served_and_nothing_is_cached() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let liar = TrustlessStub::new(std::slice::from_ref(&dag), Lie::FlipByte(9));
         let p = proxy(&[&liar], "").await;
@@ -175,8 +162,7 @@ async fn with_no_honest_source_no_unverified_byte_is_served_and_nothing_is_cache
 
 #[tokio::test]
 async fn directory_is_not_media() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dir = Dag::load("dir.car").await;
         // ipfs-car writes leaves first; a trustless gateway sends the root first.
         let mut dfs = dir.clone();
@@ -195,8 +181,7 @@ async fn directory_is_not_media() {
 
 #[tokio::test]
 async fn single_raw_block_identity_and_unsupported_hashes() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let small = Dag::load("small-raw.car").await;
         let a = TrustlessStub::new(std::slice::from_ref(&small), Lie::Honest);
         let p = proxy(&[&a], "").await;
@@ -233,14 +218,13 @@ async fn single_raw_block_identity_and_unsupported_hashes() {
 
 #[tokio::test]
 async fn a_slow_gateway_is_hedged() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let slow = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Honest);
         slow.set_delay(Duration::from_secs(5));
         let fast = TrustlessStub::new(std::slice::from_ref(&dag), Lie::Honest);
-        let hs = HomeserverStub::new();
-        let p = ProxyBuilder::new(hs.start().await)
+        let (_hs, builder) = support::builder().await;
+        let p = builder
             .gateway(slow.start().await)
             .gateway(fast.start().await)
             .gateway_line("mode = \"trustless\"")
@@ -263,8 +247,7 @@ async fn a_slow_gateway_is_hedged() {
 
 #[tokio::test]
 async fn the_most_telling_failure_is_reported() {
-    let _serial = support::serial().await;
-    bounded(30, async {
+    support::serially(30, async {
         let dag = balanced().await;
         let other = Dag::load("deep-64.car").await;
         let knows_nothing = TrustlessStub::new(std::slice::from_ref(&other), Lie::Honest);
@@ -280,10 +263,7 @@ async fn the_most_telling_failure_is_reported() {
             .await
             .unwrap();
         assert_eq!(r.status(), 504, "one timed out: the content may exist");
-        assert_eq!(
-            json(&r.bytes().await.unwrap())["errcode"],
-            "M_NOT_YET_UPLOADED"
-        );
+        assert_eq!(support::errcode(r).await, "M_NOT_YET_UPLOADED");
     })
     .await;
 }

@@ -5,8 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::homeserver::HomeserverStub;
-use support::{bounded, client, ProxyBuilder};
+use support::{bounded, client};
 
 /// Threads of this process named `worker-N`.
 fn worker_threads() -> usize {
@@ -33,11 +32,8 @@ fn served_by_worker() -> std::collections::HashMap<u32, u64> {
 #[tokio::test]
 async fn workers_serve_every_connection_and_end_with_the_server() {
     bounded(30, async {
-        let hs = HomeserverStub::new();
-        let proxy = ProxyBuilder::new(hs.start().await)
-            .server_line("workers = 3")
-            .start()
-            .await;
+        let (hs, builder) = support::builder().await;
+        let proxy = builder.server_line("workers = 3").start().await;
         // They start with the serving task.
         while worker_threads() < 3 {
             tokio::time::sleep(Duration::from_millis(10)).await;

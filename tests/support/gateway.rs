@@ -41,6 +41,15 @@ pub enum Behaviour {
     Encoded(&'static str),
 }
 
+/// A new stub serving `pattern(len, seed)` held after `after` bytes
+/// ([`GatewayStub::add_held`]): the stub, the CID, the release and the bytes.
+pub fn holding(len: usize, seed: u64, after: usize) -> (GatewayStub, String, Arc<Notify>, Vec<u8>) {
+    let gw = GatewayStub::new();
+    let bytes = super::pattern(len, seed);
+    let (cid, release) = gw.add_held(bytes.clone(), after);
+    (gw, cid, release, bytes)
+}
+
 /// How the stub answers a `Range` request.
 #[derive(Clone, Copy, Debug, Default)]
 pub enum RangeMode {
@@ -85,6 +94,14 @@ impl GatewayStub {
     /// Adds content and returns its CID text (base32 CIDv1).
     pub fn add(&self, bytes: impl Into<Bytes>) -> String {
         self.add_with(bytes, Behaviour::Serve)
+    }
+
+    /// Adds content whose first `after` bytes are sent at once and the rest only once the
+    /// returned `Notify` is notified ([`Behaviour::HoldAfter`]); returns its CID text too.
+    pub fn add_held(&self, bytes: impl Into<Bytes>, after: usize) -> (String, Arc<Notify>) {
+        let release = Arc::new(Notify::new());
+        let cid = self.add_with(bytes, Behaviour::HoldAfter(after, release.clone()));
+        (cid, release)
     }
 
     pub fn add_with(&self, bytes: impl Into<Bytes>, behaviour: Behaviour) -> String {

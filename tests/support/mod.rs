@@ -427,3 +427,71 @@ pub fn socket_table() -> String {
     }
     out
 }
+
+/// `GET {path}` of the proxy, without credentials.
+pub async fn get(proxy: &Proxy, path: &str) -> reqwest::Response {
+    get_with(proxy, path, None).await
+}
+
+/// `GET {path}` of the proxy with `token` as its bearer token.
+pub async fn get_as(proxy: &Proxy, path: &str, token: &str) -> reqwest::Response {
+    get_with(proxy, path, Some(token)).await
+}
+
+/// `GET {path}` of the proxy, with `token` as its bearer token if there is one.
+pub async fn get_with(proxy: &Proxy, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = client().get(proxy.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// The `errcode` of a Matrix error answer (its whole body read as JSON).
+pub async fn errcode(response: reqwest::Response) -> serde_json::Value {
+    json(&response.bytes().await.unwrap())["errcode"].clone()
+}
+
+/// A port on 127.0.0.1 that refuses connections: bound, then dropped.
+pub fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A new homeserver stub, started, and a builder for a proxy in front of it.
+pub async fn builder() -> (homeserver::HomeserverStub, ProxyBuilder) {
+    let hs = homeserver::HomeserverStub::new();
+    let builder = ProxyBuilder::new(hs.start().await);
+    (hs, builder)
+}
+
+/// [`proxy_with`] a new gateway stub serving `bytes`: the stubs, the proxy and the bytes' CID.
+pub async fn proxy_serving(
+    bytes: &'static [u8],
+    extra: &str,
+) -> (
+    homeserver::HomeserverStub,
+    gateway::GatewayStub,
+    Proxy,
+    String,
+) {
+    let gw = gateway::GatewayStub::new();
+    let cid = gw.add(bytes);
+    let (hs, proxy) = proxy_with(&gw, extra).await;
+    (hs, gw, proxy, cid)
+}
+
+/// The proxy as configured by default, with no gateway, in front of a new homeserver stub.
+pub async fn plain_proxy() -> (homeserver::HomeserverStub, Proxy) {
+    let (hs, builder) = builder().await;
+    (hs, builder.start().await)
+}
+
+/// [`bounded`], holding [`serial`] for the whole test (taken first, outside the bound): for
+/// the tests of a binary that measures descriptors or RSS.
+pub async fn serially<F: Future>(seconds: u64, f: F) -> F::Output {
+    let _serial = serial().await;
+    bounded(seconds, f).await
+}

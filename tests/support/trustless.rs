@@ -22,6 +22,25 @@ use encode::{encode_car, encode_varint};
 
 use super::StubBody;
 
+/// The proxy in front of a new homeserver stub and `gateways`, all trustless, each with
+/// `timeout`, never probed, with `extra` TOML.
+pub async fn trustless_proxy(
+    gateways: &[&TrustlessStub],
+    timeout: &str,
+    extra: &str,
+) -> super::Proxy {
+    let (_hs, mut builder) = super::builder().await;
+    builder = builder
+        .gateway_line("mode = \"trustless\"")
+        .gateway_line(&format!("timeout = \"{timeout}\""))
+        .toml("[retrieval]\nprobe_interval = \"0s\"")
+        .toml(extra);
+    for g in gateways {
+        builder = builder.gateway(g.start().await);
+    }
+    builder.start().await
+}
+
 /// A fixture DAG: its root and its blocks in depth-first order.
 #[derive(Clone)]
 pub struct Dag {
