@@ -72,11 +72,14 @@ async fn readers_that_never_read_are_ended_and_give_everything_back() {
             readers.push(stream);
         }
         tokio::time::sleep(Duration::from_millis(800)).await;
+        // Served while they wait: well before `idle_timeout` ends them (a debug build on a
+        // loaded machine took over a second once, while 300 streams filled their buffers).
         let started = Instant::now();
         support::control(&proxy).await;
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "served while they wait"
+            started.elapsed() < Duration::from_secs(4),
+            "served while they wait: {:?}",
+            started.elapsed()
         );
         let (fds_during, rss_during) = (descriptors(), rss_bytes());
         let held = rss_during.saturating_sub(rss_before);

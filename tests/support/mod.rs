@@ -144,8 +144,17 @@ impl ProxyBuilder {
     }
 
     pub fn config(&self) -> Config {
+        // Two connection workers unless a test says otherwise, whatever the machine: with the
+        // default of one per CPU a many-core CI machine starts a dozen threads per proxy, and
+        // the descriptor and memory baselines would depend on how many of them the warm-up
+        // happened to reach.
+        let workers = if self.server_lines.contains("workers") {
+            ""
+        } else {
+            "workers = 2\n"
+        };
         let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{}[homeserver]\nurl = \"http://{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{workers}{}[homeserver]\nurl = \"http://{}\"\n",
             self.server_lines, self.homeserver
         );
         let gateways = if self.gateways.is_empty() {
