@@ -133,14 +133,11 @@ impl Store {
         self.post(url)
     }
 
-    /// Sends `request`, waiting at most the store's timeout for its answer to begin.
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, StoreError> {
-        tokio::time::timeout(self.settings.timeout, request.send())
+    /// Sends `request`; the caller bounds it in time together with reading its answer.
+    async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, StoreError> {
+        request
+            .send()
             .await
-            .map_err(|_| StoreError::Failed("timed out".to_owned()))?
             .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))
     }
 
@@ -182,17 +179,14 @@ impl Store {
         let parts = futures_util::stream::once(async move { Ok(head) })
             .chain(body.map(|item| item.map_err(Into::into)))
             .chain(futures_util::stream::once(async move { Ok(tail) }));
-        let response = self
+        let request = self
             .post(url)
             .header(
                 http::header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={boundary}"),
             )
-            .body(reqwest::Body::wrap_stream(parts))
-            .send()
-            .await
-            .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
-        read_success(response, MAX_ANSWER_BYTES).await
+            .body(reqwest::Body::wrap_stream(parts));
+        read_success(Self::send(request).await?, MAX_ANSWER_BYTES).await
     }
 
     /// Adds and pins the file whose bytes `body` yields, imported with `profile`; answers the
@@ -315,17 +309,13 @@ impl Store {
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<(http::StatusCode, String), StoreError> {
-        tokio::time::timeout(timeout, async {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| StoreError::Failed(crate::chain::error_chain(&e)))?;
+        within(timeout, async {
+            let response = Self::send(request).await?;
             let status = response.status();
             let answer = read_answer(response).await?;
             Ok((status, String::from_utf8_lossy(&answer).into_owned()))
         })
         .await
-        .map_err(|_| StoreError::Failed("timed out".to_owned()))?
     }
 
     /// Imports the CAR `body` yields (one root) and pins its root: Kubo's `dag/import` with
@@ -403,11 +393,10 @@ impl Store {
             StoreKind::Cluster => self.authorized(self.client.get(self.endpoint("/allocations"))),
         };
         // The listing's body is bounded in time as well as in size.
-        let answer = tokio::time::timeout(self.settings.timeout, async {
-            read_success(self.send(request).await?, MAX_LISTING_BYTES).await
+        let answer = within(self.settings.timeout, async {
+            read_success(Self::send(request).await?, MAX_LISTING_BYTES).await
         })
-        .await
-        .map_err(|_| StoreError::Failed("timed out".to_owned()))??;
+        .await?;
         let mut cids = Vec::new();
         // Kubo: one `{"Keys": {cid: {...}}}` object; Cluster: NDJSON (or an array) of pins.
         for v in json_lines(&answer) {
@@ -473,6 +462,16 @@ impl Store {
             .observe(started.elapsed().as_secs_f64());
         result
     }
+}
+
+/// `call`'s result, or "timed out" once `timeout` has passed.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| StoreError::Failed("timed out".to_owned()))?
 }
 
 async fn read_answer(response: reqwest::Response) -> Result<Vec<u8>, StoreError> {
