@@ -23,6 +23,7 @@ use http::request::Parts;
 use http::{header, Response};
 use percent_encoding::percent_decode_str;
 
+use crate::access_log::UploadRecord;
 use crate::body::Body;
 use crate::forwarding::Peer;
 use crate::homeserver::Whoami;
@@ -73,57 +74,70 @@ impl Uploader {
         segment: &str,
     ) -> Recorded {
         recorded(&METRICS.pins, "pinned", async |record| {
-            if user.is_guest && !self.settings.allow_guests {
-                return Err(UploadError::Guest);
-            }
-            let cid = parse_cid(segment).map_err(UploadError::NotACid)?;
-            record.cid = Some(cid.to_string());
-            // Before any fetch: a blocked CID costs us nothing.
-            if self.denylist.blocks(&cid) {
-                METRICS.denylist_refusals.inc();
-                return Err(UploadError::Blocked(cid));
-            }
-            let limit = self.max_bytes(parts, peer).await;
-            let carries_blocks = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(';').next())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case(CAR_TYPE));
-            if carries_blocks {
-                return self
-                    .pin_car(cid, body, user, limit, content_length(parts), record)
-                    .await;
-            }
-            drop(body);
-            let mut charge = self.start_charge(user, None)?;
-            // Already pinned: answered at once (no fetch, no bytes charged).
-            if self.store.pinned(&cid).await? {
-                return Ok(self.already_pinned(cid, user, charge));
-            }
-            let size = self.find_root(&cid).await?;
-            record.bytes = size;
-            if size > limit {
-                return Err(UploadError::TooLarge { limit });
-            }
-            charge
-                .cover(size)
-                .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
-            if let Err(error) = self.store.pin(&cid, self.settings.pin_timeout).await {
-                // A pin/add that timed out may still complete: it was not pinned before this
-                // request (asked above), so what it leaves is ours to remove.
-                if !self.stored.contains_key(&cid) {
-                    self.unpin(&cid, "the pin failed").await;
-                }
-                return Err(error.into());
-            }
-            self.stored.insert(cid, ());
-            charge.keep();
-            self.pinned_here(&cid);
-            tracing::info!(%cid, bytes = size, user = %user.user_id, "CID pinned on the store");
-            Ok(answer(&self.content_uri(user, &cid)))
+            self.pin_cid(parts, body, user, peer, segment, record).await
         })
         .await
+    }
+
+    /// [`Self::pin`]'s work, filling in `record` as it learns the CID and size.
+    async fn pin_cid(
+        &self,
+        parts: &Parts,
+        body: Body,
+        user: &Whoami,
+        peer: &Peer,
+        segment: &str,
+        record: &mut UploadRecord,
+    ) -> Result<Response<Body>, UploadError> {
+        if user.is_guest && !self.settings.allow_guests {
+            return Err(UploadError::Guest);
+        }
+        let cid = parse_cid(segment).map_err(UploadError::NotACid)?;
+        record.cid = Some(cid.to_string());
+        // Before any fetch: a blocked CID costs us nothing.
+        if self.denylist.blocks(&cid) {
+            METRICS.denylist_refusals.inc();
+            return Err(UploadError::Blocked(cid));
+        }
+        let limit = self.max_bytes(parts, peer).await;
+        let carries_blocks = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(CAR_TYPE));
+        if carries_blocks {
+            return self
+                .pin_car(cid, body, user, limit, content_length(parts), record)
+                .await;
+        }
+        drop(body);
+        let mut charge = self.start_charge(user, None)?;
+        // Already pinned: answered at once (no fetch, no bytes charged).
+        if self.store.pinned(&cid).await? {
+            return Ok(self.already_pinned(cid, user, charge));
+        }
+        let size = self.find_root(&cid).await?;
+        record.bytes = size;
+        if size > limit {
+            return Err(UploadError::TooLarge { limit });
+        }
+        charge
+            .cover(size)
+            .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
+        if let Err(error) = self.store.pin(&cid, self.settings.pin_timeout).await {
+            // A pin/add that timed out may still complete: it was not pinned before this
+            // request (asked above), so what it leaves is ours to remove.
+            if !self.stored.contains_key(&cid) {
+                self.unpin(&cid, "the pin failed").await;
+            }
+            return Err(error.into());
+        }
+        self.stored.insert(cid, ());
+        charge.keep();
+        self.pinned_here(&cid);
+        tracing::info!(%cid, bytes = size, user = %user.user_id, "CID pinned on the store");
+        Ok(answer(&self.content_uri(user, &cid)))
     }
 
     /// The answer to a pin of what the store holds already: given at once, the request
