@@ -589,6 +589,7 @@ fn thumbnailer(config: &Config, cache: MediaCache, budget: Arc<MemoryBudget>) ->
     };
     let bounds = thumbnail::RenderBounds {
         concurrency,
+        all_sizes: t.all_sizes,
         max_queued: t.max_queued,
         render_timeout: t.render_timeout,
     };

@@ -494,6 +494,10 @@ pub struct ThumbnailsConfig {
     pub dynamic: bool,
     /// The sizes thumbnails are made at (Synapse's defaults).
     pub sizes: Vec<ThumbnailSizeConfig>,
+    /// A source's first still thumbnail also makes every other size in `sizes` from the same
+    /// decode, as Synapse makes them all when media arrives (after the requested one is
+    /// answered, in its render slot).
+    pub all_sizes: bool,
     /// Images with more pixels are not thumbnailed (decompression bombs).
     pub max_pixels: u64,
     /// Larger sources are not thumbnailed.
@@ -615,6 +619,7 @@ impl Default for ThumbnailsConfig {
                 size(640, 480, ThumbnailMethod::Scale),
                 size(800, 600, ThumbnailMethod::Scale),
             ],
+            all_sizes: true,
             max_pixels: 32 * 1024 * 1024,
             max_source_bytes: ByteSize::mib(64),
             max_concurrent: 0,

@@ -85,6 +85,7 @@ pub struct Metrics {
     pub token_cache_hits: Counter,
     pub thumbnails_rendered: Counter<u64, AtomicU64>,
     pub thumbnail_renders_started: Counter,
+    pub thumbnails_made_ahead: Counter,
     pub thumbnail_refusals: Family<Outcome, Counter>,
     pub denylist_refusals: Counter,
     pub denylist_rules: Gauge<i64, AtomicI64>,
@@ -141,6 +142,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         token_cache_hits: Counter::default(),
         thumbnails_rendered: Counter::default(),
         thumbnail_renders_started: Counter::default(),
+        thumbnails_made_ahead: Counter::default(),
         thumbnail_refusals: Family::default(),
         denylist_refusals: Counter::default(),
         denylist_rules: Gauge::default(),
@@ -217,8 +219,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "thumbnails_rendered",
-        "Thumbnails made",
+        "Thumbnails made for the request that asked",
         m.thumbnails_rendered.clone(),
+    );
+    registry.register(
+        "thumbnails_made_ahead",
+        "Thumbnails of other configured sizes made from a requested one's decode (thumbnails.all_sizes)",
+        m.thumbnails_made_ahead.clone(),
     );
     registry.register(
         "thumbnail_renders_started",

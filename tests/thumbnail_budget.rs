@@ -52,10 +52,12 @@ async fn renders_hold_their_source_and_pixels_in_the_fetch_budget() {
         let (_hs, proxy) = support::proxy_with(
             &gw,
             "[cache]\nmax_fetch_bytes = \"1MiB\"\n[retrieval]\nprobe_interval = \"0s\"\n\
-             [thumbnails]\nrender_timeout = \"100s\"",
+             [thumbnails]\nrender_timeout = \"100s\"\nall_sizes = false",
         )
         .await;
 
+        // (One size at a time: the other sizes of a 16-megapixel source, made ahead in a debug
+        // build, would hold the charge for tens of seconds.)
         // Alone, a render over the whole budget runs, and is counted while it does. Its source
         // is fetched first, so that the fetch's own count is given back before the render
         // asks for room (otherwise the render may or may not be alone, by a few microseconds).

@@ -42,8 +42,8 @@ use crate::media::media_id::IpfsMedia;
 use crate::media::query::MediaQuery;
 use crate::media::sniff;
 use crate::media::thumbnail::{
-    self, dynamic_size, from_query, render_until, select_size, Limits, ThumbnailRequest,
-    ThumbnailSize,
+    self, dynamic_size, from_query, render_each_until, render_until, select_size, Limits,
+    ThumbnailRequest, ThumbnailSize,
 };
 use crate::resolve::Resolver;
 use crate::respond::content::{Content, Waits};
@@ -59,6 +59,9 @@ pub struct Thumbnailer {
     cache: MediaCache,
     sizes: Vec<ThumbnailSize>,
     dynamic: bool,
+    /// A source's first still thumbnail also makes its other configured sizes, from the same
+    /// decode (`thumbnails.all_sizes`).
+    all_sizes: bool,
     limits: Limits,
     /// Decoding is CPU- and memory-heavy: at most this many at once.
     permits: Arc<Semaphore>,
@@ -90,6 +93,7 @@ impl Thumbnailer {
             cache,
             sizes,
             dynamic,
+            all_sizes: bounds.all_sizes,
             limits,
             permits: Arc::new(Semaphore::new(bounds.concurrency.max(1))),
             queued: AtomicUsize::new(0),
@@ -179,12 +183,23 @@ impl Thumbnailer {
             }
         };
         let (sizes, dynamic, limits) = (self.sizes.clone(), self.dynamic, self.limits);
+        let all_sizes = self.all_sizes && !dynamic && !wanted.animated;
         let (cache, dimensions, cid) =
             (self.cache.clone(), self.dimensions.clone(), media.canonical);
         // Set when this future is dropped (every waiter gone) or the deadline passes.
         let abandon = AbandonOnDrop(Arc::new(AtomicBool::new(false)));
         let abandoned = Arc::clone(&abandon.0);
-        let task = tokio::task::spawn_blocking(move || -> Result<_, RequestError> {
+        // The requested thumbnail is answered as soon as it is made; the other sizes made
+        // from the same decode follow in the same thread.
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let ends_at = std::time::Instant::now() + timeout;
+        tokio::task::spawn_blocking(move || {
+            let mut answer = Some(answer);
+            let mut give = |made: Result<Option<Arc<CachedMedia>>, RequestError>| {
+                if let Some(answer) = answer.take() {
+                    let _ = answer.send(made);
+                }
+            };
             // The slot goes with this thread: it is free again only when the thread ends, so
             // at most `max_concurrent` renders ever run, abandoned ones included. So does
             // the source's charge: the thread holds the source until it ends.
@@ -193,43 +208,93 @@ impl Thumbnailer {
             let go_on = || !abandoned.load(Ordering::Relaxed);
             // Queued on the blocking pool after its client left: never start.
             if !go_on() {
-                return Err(thumbnail::ThumbnailError::Abandoned.into());
+                return give(Err(thumbnail::ThumbnailError::Abandoned.into()));
             }
-            let info = thumbnail::probe(&source, &source_type, &limits)?;
+            let info = match thumbnail::probe(&source, &source_type, &limits) {
+                Ok(info) => info,
+                Err(e) => return give(Err(e.into())),
+            };
             // The decoded image (and the resizer's copy, at most as large) is what a render
             // really holds; the probe read its size from the header.
             if !held.grow(info.decoded_bytes) {
                 refused("budget");
-                return Err(RequestError::RenderBusy);
+                return give(Err(RequestError::RenderBusy));
             }
-            dimensions.insert(cid, (info.width, info.height));
-            let Some(size) = size_for(dynamic, &sizes, &wanted, (info.width, info.height)) else {
-                return Ok(None);
+            let displayed = (info.width, info.height);
+            dimensions.insert(cid, displayed);
+            let Some(size) = size_for(dynamic, &sizes, &wanted, displayed) else {
+                return give(Ok(None));
             };
-            let key = CacheKey::Thumbnail(cid, size, wanted.animated);
+            let key = |size| CacheKey::Thumbnail(cid, size, wanted.animated);
             // Made meanwhile for another request that maps to the same size.
-            if let Some(item) = cache.get(&key) {
-                return Ok(Some(item));
+            if let Some(item) = cache.get(&key(size)) {
+                return give(Ok(Some(item)));
             }
-            let t = render_until(
+            let keep = |t: thumbnail::Thumbnail, size| {
+                let item = Arc::new(CachedMedia::new(t.bytes.into(), Some(t.content_type)));
+                cache.insert(key(size), Arc::clone(&item));
+                item
+            };
+            if !all_sizes {
+                let made = render_until(
+                    &source,
+                    &source_type,
+                    size,
+                    wanted.animated,
+                    &limits,
+                    &go_on,
+                );
+                crate::metrics::METRICS
+                    .thumbnails_rendered
+                    .inc_by(u64::from(made.is_ok()));
+                return give(made.map(|t| Some(keep(t, size))).map_err(Into::into));
+            }
+            // The requested size first, then every other configured size, cached or not: the
+            // decode's scale follows from all of them, so a size made again after an eviction
+            // has the same bytes (and ETag) as before. Once the requester is answered its
+            // going away no longer stops the rest; the deadline still does.
+            let targets: Vec<ThumbnailSize> = std::iter::once(size)
+                .chain(sizes.iter().copied().filter(|&s| s != size))
+                .collect();
+            let answered = std::cell::Cell::new(false);
+            let go_on = || {
+                if answered.get() {
+                    std::time::Instant::now() < ends_at
+                } else {
+                    go_on()
+                }
+            };
+            let made = render_each_until(
                 &source,
                 &source_type,
-                size,
-                wanted.animated,
+                &targets,
                 &limits,
                 &go_on,
-            )?;
-            crate::metrics::METRICS.thumbnails_rendered.inc();
-            let item = Arc::new(CachedMedia::new(t.bytes.into(), Some(t.content_type)));
-            cache.insert(key, Arc::clone(&item));
-            Ok(Some(item))
+                &mut |made_size, t| {
+                    let item = keep(t, made_size);
+                    if answered.replace(true) {
+                        crate::metrics::METRICS.thumbnails_made_ahead.inc();
+                    } else {
+                        crate::metrics::METRICS.thumbnails_rendered.inc();
+                        give(Ok(Some(item)));
+                    }
+                },
+            );
+            if let Err(error) = made {
+                if answered.get() {
+                    tracing::debug!(%error, "the other thumbnail sizes were not all made");
+                }
+                give(Err(error.into()));
+            }
         });
         crate::metrics::METRICS.thumbnail_renders_started.inc();
         // At the deadline the client is answered; `abandon` drops and the thread stops at its
         // next checkpoint (a decode in progress finishes first: its work is bounded by the
         // limits checked in the probe), keeping its slot until then.
-        let made = match tokio::time::timeout_at(deadline, task).await {
-            Ok(joined) => joined.map_err(|_| RequestError::RenderFailed("thumbnailing failed"))?,
+        let made = match tokio::time::timeout_at(deadline, answered).await {
+            // The thread ended without an answer: it panicked (outside the thumbnailer's
+            // own catch) or the runtime is shutting down.
+            Ok(answer) => answer.map_err(|_| RequestError::RenderFailed("thumbnailing failed"))?,
             Err(_) => {
                 refused("timeout");
                 return Err(RequestError::RenderTimedOut(timeout));
@@ -281,6 +346,10 @@ impl Thumbnailer {
 #[derive(Debug, Clone, Copy)]
 pub struct RenderBounds {
     pub concurrency: usize,
+    /// Make every configured size from a source's first decode (`thumbnails.all_sizes`):
+    /// the extra sizes are made after the requested one is answered, in the same slot,
+    /// within the same `render_timeout`.
+    pub all_sizes: bool,
     pub max_queued: usize,
     pub render_timeout: Duration,
 }

@@ -52,7 +52,7 @@ pub mod select;
 
 pub use params::{from_query, parse_query, Method, ParamError, ThumbnailRequest};
 pub use probe::{probe, SourceInfo};
-pub use render::{render, render_until};
+pub use render::{render, render_each_until, render_until};
 pub use select::{dynamic_size, output_size, select_size, ThumbnailSize, DEFAULT_SIZES};
 
 /// Bounds on the work and memory one thumbnail may take.

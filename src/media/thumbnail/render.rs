@@ -55,20 +55,79 @@ pub fn render_until(
                 return Ok(thumbnail);
             }
         }
-        let decoded = decode_still(source, &info, plan.need, limits)?;
+        let mut made = None;
+        render_stills(source, &info, &[plan], limits, &checkpoint, &mut |_, t| {
+            made = Some(t)
+        })?;
+        made.ok_or_else(|| ThumbnailError::Internal("no thumbnail was made".into()))
+    }))
+    .unwrap_or_else(|_| Err(ThumbnailError::Internal("the thumbnailer panicked".into())))
+}
+
+/// Still thumbnails of `source` for every size in `targets`, from one decode (at the scale
+/// the largest needs), handed to `each` in `targets`' order as each is encoded: what
+/// Synapse does when media arrives, so a source decodes once for all its configured sizes
+/// (the decode is most of a render's work: a 12 MP JPEG's entropy decoding alone takes
+/// longer than resizing and encoding all five default sizes from it). `go_on` is asked at
+/// the same checkpoints as in [`render_until`], and before each size; the decoded image is
+/// held until the last size is made.
+///
+/// Never panics: a panic in a decoder becomes [`ThumbnailError::Internal`].
+pub fn render_each_until(
+    source: &[u8],
+    source_type: &str,
+    targets: &[ThumbnailSize],
+    limits: &Limits,
+    go_on: &dyn Fn() -> bool,
+    each: &mut dyn FnMut(ThumbnailSize, Thumbnail),
+) -> Result<(), ThumbnailError> {
+    let checkpoint = || {
+        if go_on() {
+            Ok(())
+        } else {
+            Err(ThumbnailError::Abandoned)
+        }
+    };
+    catch_unwind(AssertUnwindSafe(|| {
+        let info = probe(source, source_type, limits)?;
+        let plans: Vec<Plan> = targets.iter().map(|&t| Plan::new(&info, t)).collect();
         checkpoint()?;
-        let pixels = plan.apply(&decoded)?;
-        drop(decoded);
-        checkpoint()?;
-        let (bytes, content_type) = encode_still(pixels, info.output)?;
-        Ok(Thumbnail {
-            bytes,
-            content_type,
-            width: plan.width,
-            height: plan.height,
+        render_stills(source, &info, &plans, limits, &checkpoint, &mut |i, t| {
+            each(targets[i], t)
         })
     }))
     .unwrap_or_else(|_| Err(ThumbnailError::Internal("the thumbnailer panicked".into())))
+}
+
+/// Decodes once for all `plans` and makes each in turn, handing it to `each` with its index.
+fn render_stills(
+    source: &[u8],
+    info: &SourceInfo,
+    plans: &[Plan],
+    limits: &Limits,
+    checkpoint: &dyn Fn() -> Result<(), ThumbnailError>,
+    each: &mut dyn FnMut(usize, Thumbnail),
+) -> Result<(), ThumbnailError> {
+    let need = plans
+        .iter()
+        .fold((1, 1), |(w, h), p| (w.max(p.need.0), h.max(p.need.1)));
+    let decoded = decode_still(source, info, need, limits)?;
+    for (i, plan) in plans.iter().enumerate() {
+        checkpoint()?;
+        let pixels = plan.apply(&decoded)?;
+        checkpoint()?;
+        let (bytes, content_type) = encode_still(pixels, info.output)?;
+        each(
+            i,
+            Thumbnail {
+                bytes,
+                content_type,
+                width: plan.width,
+                height: plan.height,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn render_animated(
