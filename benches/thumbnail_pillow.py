@@ -2,12 +2,15 @@
 
     python thumbnail_pillow.py make PATH        # writes the 12-megapixel test JPEG
     python thumbnail_pillow.py make-png PATH    # writes a 1000x700 drawing-like test PNG
+    python thumbnail_pillow.py make-large-png PATH JPEG  # a 3840x2160 screenshot-like PNG
     python thumbnail_pillow.py bench PATH       # times Synapse's way of thumbnailing it
     python thumbnail_pillow.py sizes PATH       # bytes of Synapse's thumbnails of PATH
 
 `bench` prints one JSON object of median seconds: `five_from_one_decode` (what Synapse does
 on upload: one decode, the five default sizes resized with LANCZOS and saved, JPEG quality
-80) and `one_800x600` (what one thumbnail costs from the file: open, decode, resize, save).
+80, or PNG from a PNG), `one_800x600` (what one thumbnail costs from the file: open,
+decode, resize, save) and, for a JPEG, `decode_quarter` (libjpeg-turbo decoding at 1/4
+scale, nothing else: what a single thumbnail from the file cannot go below).
 `sizes` prints the byte length of each default size's thumbnail, keyed `WxH-method`, saved as
 Synapse saves them (JPEG quality 80 from a JPEG, Pillow's default PNG from a PNG).
 """
@@ -48,6 +51,23 @@ def make_png(path):
     img.save(path)
 
 
+def make_large_png(path, photo):
+    # A 4K screenshot: flat UI panels, thin lines like text, and a photo in a window (from
+    # the 12-megapixel test JPEG), the kind of large PNG people post.
+    w, h = 3840, 2160
+    img = Image.new("RGB", (w, h), (250, 250, 248))
+    for i in range(24):
+        panel = Image.new("RGB", (560, 300), (40 + 8 * i, 120 + 4 * i, 220 - 7 * i))
+        img.paste(panel, (60 + (i % 6) * 620, 80 + (i // 6) * 340))
+    line = Image.new("RGB", (480, 3), (20, 20, 20))
+    for y in range(1500, 2100, 12):
+        for x in range(60, 1900, 520):
+            img.paste(line.crop((0, 0, 200 + (x * 7 + y * 13) % 280, 3)), (x, y))
+    with Image.open(photo) as p:
+        img.paste(p.resize((1600, 1200), Image.LANCZOS), (2100, 880))
+    img.save(path)
+
+
 def aspect(src_w, src_h, max_w, max_h):
     # Synapse's Thumbnailer.aspect.
     if max_w * src_h < max_h * src_w:
@@ -78,17 +98,29 @@ def thumbnail(img, w, h, method, form="JPEG"):
     return buf.getvalue()
 
 
+def form_of(img):
+    return "JPEG" if img.format == "JPEG" else "PNG"
+
+
 def five_from_one_decode(path):
     with Image.open(path) as img:
         img.load()
         for w, h, method in SIZES:
-            thumbnail(img, w, h, method)
+            thumbnail(img, w, h, method, form_of(img))
 
 
 def one_800x600(path):
     with Image.open(path) as img:
         img.load()
-        thumbnail(img, 800, 600, "scale")
+        thumbnail(img, 800, 600, "scale", form_of(img))
+
+
+def decode_quarter(path):
+    # libjpeg-turbo's own scaled decode (IDCT at 1/4, as ours for 800x600): the floor for
+    # any one thumbnail made from the file.
+    with Image.open(path) as img:
+        img.draft("RGB", (img.size[0] // 4, img.size[1] // 4))
+        img.load()
 
 
 def median_seconds(fn, path):
@@ -112,11 +144,18 @@ if __name__ == "__main__":
             img.load()
             form = "JPEG" if img.format == "JPEG" else "PNG"
             print(json.dumps({f"{w}x{h}-{m}": len(thumbnail(img, w, h, m, form)) for w, h, m in SIZES}))
+    elif command == "make-large-png":
+        make_large_png(path, sys.argv[3])
     elif command == "bench":
-        print(json.dumps({
+        with Image.open(path) as img:
+            jpeg = img.format == "JPEG"
+        result = {
             "pillow": Image.__version__,
             "five_from_one_decode": median_seconds(five_from_one_decode, path),
             "one_800x600": median_seconds(one_800x600, path),
-        }))
+        }
+        if jpeg:
+            result["decode_quarter"] = median_seconds(decode_quarter, path)
+        print(json.dumps(result))
     else:
         sys.exit(f"unknown command {command}")
