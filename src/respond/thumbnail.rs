@@ -8,7 +8,10 @@
 //! Thumbnails are cached in the media cache under (CID, the size they were made for, animated):
 //! requests that map to the same configured size share one entry and one render. The size
 //! depends on the source's dimensions, which are remembered per CID once seen, so a later
-//! request finds its entry without the source or a decode.
+//! request finds its entry without the source or a decode. With `thumbnails.all_sizes` a
+//! source's first still render makes every configured size from its one decode: the
+//! requester is answered as soon as its own is made (a oneshot), the rest are cached as the
+//! same thread makes them, stopped by the deadline rather than by the requester leaving.
 //!
 //! Bounds on rendering (README, Limits and security):
 //! - at most `max_concurrent` renders run, each on a blocking thread holding a slot until
