@@ -465,7 +465,9 @@ class Bench:
         self.proxy_port = free_port()
         cfg = os.path.join(OUT, "proxy.toml")
         with open(cfg, "w") as f:
-            f.write(PROXY_CONF.format(port=self.proxy_port, upstream=self.upstream, gateway=self.gateway))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            f.write(PROXY_CONF.format(port=self.proxy_port, upstream=self.upstream, gateway=self.gateway,
+                                      max_connections=max(1000, soft - 500)))
         env = {k: v for k, v in os.environ.items() if not k.startswith("IPFS_MEDIA_PROXY_") and k != "RUST_LOG"}
         for kv in self.opts.proxy_env or []:
             k, _, v = kv.partition("=")
@@ -725,7 +727,8 @@ class Bench:
             port = free_port()
             cfg = os.path.join(OUT, f"proxy-8-{client}.toml")
             with open(cfg, "w") as f:
-                f.write(PROXY_CONF.format(port=port, upstream=self.upstream, gateway=self.gateway))
+                f.write(PROXY_CONF.format(port=port, upstream=self.upstream, gateway=self.gateway,
+                                          max_connections=1000))
             p = self.procs.start(f"proxy-8-{client}", [self.opts.proxy, "--config", cfg],
                                  env=self.proxy_environment({"IMP_PASSTHROUGH_CLIENT": client}))
             started.append(p)
@@ -1474,6 +1477,10 @@ http {{
 PROXY_CONF = """# Written by benches/bench.py for the benchmark run.
 [server]
 listen = "127.0.0.1:{port}"
+# Scenario 6 holds up to (open-file limit - 1000) idle connections plus its probes; the
+# default ceiling, (limit - 64) / 2, keeps room for one upstream socket per client, which
+# idle clients do not need.
+max_connections = {max_connections}
 
 [homeserver]
 url = "http://{upstream}"
