@@ -195,7 +195,9 @@ impl Thumbnailer {
         // The requested thumbnail is answered as soon as it is made; the other sizes made
         // from the same decode follow in the same thread.
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let ends_at = std::time::Instant::now() + timeout;
+        // The same deadline as the requester's (set before the wait for a slot), so the sizes
+        // made after the answer still end within render_timeout of the request.
+        let ends_at = deadline.into_std();
         tokio::task::spawn_blocking(move || {
             let mut answer = Some(answer);
             let mut give = |made: Result<Option<Arc<CachedMedia>>, RequestError>| {
