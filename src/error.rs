@@ -281,7 +281,7 @@ fn upload(error: &UploadError) -> MatrixError {
             "M_TOO_LARGE",
             "Uploaded content is too large",
         ),
-        U::RateLimited { retry_after } => MatrixError {
+        U::RateLimited(retry_after) => MatrixError {
             retry_after_ms: Some(retry_after.as_millis().max(1) as u64),
             ..MatrixError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -527,9 +527,7 @@ mod tests {
                 "M_TOO_LARGE",
             ),
             (
-                E::from(UploadError::RateLimited {
-                    retry_after: Duration::from_secs(1),
-                }),
+                E::from(UploadError::RateLimited(Duration::from_secs(1))),
                 429,
                 "M_LIMIT_EXCEEDED",
             ),
@@ -590,10 +588,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_rate_limit_says_when_to_retry() {
-        let response = RequestError::from(UploadError::RateLimited {
-            retry_after: Duration::from_millis(1500),
-        })
-        .into_response();
+        let response = RequestError::from(UploadError::RateLimited(Duration::from_millis(1500)))
+            .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()["retry-after"], "2");
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

@@ -140,7 +140,7 @@ impl Uploader {
                         .unwrap_or_else(|p| p.into_inner())
                         .cover(total)
                         .err()
-                        .map(|retry_after| UploadError::RateLimited { retry_after })
+                        .map(UploadError::RateLimited)
                 };
                 if let Some(stop) = stop {
                     let why = stop.to_string();

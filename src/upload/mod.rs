@@ -83,8 +83,9 @@ pub enum UploadError {
     Guest,
     #[error("the upload is larger than {limit} bytes")]
     TooLarge { limit: u64 },
-    #[error("too many uploads; retry in {retry_after:?}")]
-    RateLimited { retry_after: Duration },
+    /// When the caller may try again.
+    #[error("too many uploads; retry in {0:?}")]
+    RateLimited(Duration),
     #[error("the upload did not arrive whole: {0}")]
     Body(String),
     #[error("the store failed: {0}")]
@@ -115,7 +116,7 @@ impl UploadError {
         match self {
             UploadError::Guest => "refused",
             UploadError::TooLarge { .. } => "too_large",
-            UploadError::RateLimited { .. } => "rate_limited",
+            UploadError::RateLimited(_) => "rate_limited",
             UploadError::Body(_) => "aborted",
             UploadError::Store(_) | UploadError::StoreTimeout(_) => "store_error",
             UploadError::StoreMismatch { .. } => "store_mismatch",
@@ -375,7 +376,7 @@ impl Uploader {
     fn start_charge(&self, user: &Whoami, announced: Option<u64>) -> Result<Charge, UploadError> {
         self.rate
             .start(&user.user_id, announced)
-            .map_err(|retry_after| UploadError::RateLimited { retry_after })
+            .map_err(UploadError::RateLimited)
     }
 
     /// The store now holds `cid` because of an upload or a pin: the remote services too.
@@ -615,7 +616,7 @@ impl Stream for Tee {
                     p.charge
                         .as_mut()
                         .and_then(|charge| charge.cover(total).err())
-                        .map(|retry_after| UploadError::RateLimited { retry_after })
+                        .map(UploadError::RateLimited)
                 };
                 if let Some(fault) = fault {
                     p.ended = Some(Err(fault.clone()));

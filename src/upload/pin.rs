@@ -122,9 +122,7 @@ impl Uploader {
         if size > limit {
             return Err(UploadError::TooLarge { limit });
         }
-        charge
-            .cover(size)
-            .map_err(|retry_after| UploadError::RateLimited { retry_after })?;
+        charge.cover(size).map_err(UploadError::RateLimited)?;
         if let Err(error) = self.store.pin(&cid, self.settings.pin_timeout).await {
             // A pin/add that timed out may still complete: it was not pinned before this
             // request (asked above), so what it leaves is ours to remove.

@@ -39,29 +39,21 @@ pub fn render_until(
     limits: &Limits,
     go_on: &dyn Fn() -> bool,
 ) -> Result<Thumbnail, ThumbnailError> {
-    let checkpoint = || {
-        if go_on() {
-            Ok(())
-        } else {
-            Err(ThumbnailError::Abandoned)
-        }
-    };
-    catch_unwind(AssertUnwindSafe(|| {
+    guarded(go_on, |checkpoint| {
         let info = probe(source, source_type, limits)?;
         let plan = Plan::new(&info, target);
         checkpoint()?;
         if animated {
-            if let Some(thumbnail) = render_animated(source, &info, &plan, limits, &checkpoint)? {
+            if let Some(thumbnail) = render_animated(source, &info, &plan, limits, checkpoint)? {
                 return Ok(thumbnail);
             }
         }
         let mut made = None;
-        render_stills(source, &info, &[plan], limits, &checkpoint, &mut |_, t| {
+        render_stills(source, &info, &[plan], limits, checkpoint, &mut |_, t| {
             made = Some(t)
         })?;
         made.ok_or_else(|| ThumbnailError::Internal("no thumbnail was made".into()))
-    }))
-    .unwrap_or_else(|_| Err(ThumbnailError::Internal("the thumbnailer panicked".into())))
+    })
 }
 
 /// Still thumbnails of `source` for every size in `targets`, from one decode (at the scale
@@ -81,6 +73,22 @@ pub fn render_each_until(
     go_on: &dyn Fn() -> bool,
     each: &mut dyn FnMut(ThumbnailSize, Thumbnail),
 ) -> Result<(), ThumbnailError> {
+    guarded(go_on, |checkpoint| {
+        let info = probe(source, source_type, limits)?;
+        let plans: Vec<Plan> = targets.iter().map(|&t| Plan::new(&info, t)).collect();
+        checkpoint()?;
+        render_stills(source, &info, &plans, limits, checkpoint, &mut |i, t| {
+            each(targets[i], t)
+        })
+    })
+}
+
+/// Runs `work` with a checkpoint that fails with [`ThumbnailError::Abandoned`] once `go_on`
+/// says no, and turns a panic inside it (a decoder's) into [`ThumbnailError::Internal`].
+fn guarded<T>(
+    go_on: &dyn Fn() -> bool,
+    work: impl FnOnce(&dyn Fn() -> Result<(), ThumbnailError>) -> Result<T, ThumbnailError>,
+) -> Result<T, ThumbnailError> {
     let checkpoint = || {
         if go_on() {
             Ok(())
@@ -88,15 +96,8 @@ pub fn render_each_until(
             Err(ThumbnailError::Abandoned)
         }
     };
-    catch_unwind(AssertUnwindSafe(|| {
-        let info = probe(source, source_type, limits)?;
-        let plans: Vec<Plan> = targets.iter().map(|&t| Plan::new(&info, t)).collect();
-        checkpoint()?;
-        render_stills(source, &info, &plans, limits, &checkpoint, &mut |i, t| {
-            each(targets[i], t)
-        })
-    }))
-    .unwrap_or_else(|_| Err(ThumbnailError::Internal("the thumbnailer panicked".into())))
+    catch_unwind(AssertUnwindSafe(|| work(&checkpoint)))
+        .unwrap_or_else(|_| Err(ThumbnailError::Internal("the thumbnailer panicked".into())))
 }
 
 /// Decodes once for all `plans` and makes each in turn, handing it to `each` with its index.
