@@ -194,41 +194,55 @@ impl Shared {
         self.changed.notify_waiters();
     }
 
-    /// Reads the gateway's body into the chunk list. Returns the whole item when it may be
-    /// cached.
+    /// Reads the gateway's body into the chunk list, and hands the whole item to `keep` when
+    /// it may be cached. Returns whether the fetch completed.
+    ///
+    /// `keep` runs before the last bytes and the end are published: a reader cannot finish
+    /// its response (and its client ask again) before the item is in the cache, and the
+    /// fetch cannot be cancelled by its last reader leaving once the bytes are in.
     pub(crate) async fn produce(
         &self,
         fetch: impl std::future::Future<Output = Result<GatewayResponse, FetchError>>,
         limits: FetchLimits,
-    ) -> Option<Complete> {
+        keep: impl FnOnce(Complete),
+    ) -> bool {
         let result = self.produce_inner(fetch, limits).await;
-        let mut s = self.lock();
-        let complete = match result {
-            Ok(sniffed) => {
+        let completed = result.is_ok();
+        match result {
+            Ok((sniffed, withheld)) => {
+                let complete = {
+                    let s = self.lock();
+                    s.retain.then(|| Complete {
+                        bytes: concat(&s.chunks, withheld.as_ref(), s.held),
+                        sniffed,
+                    })
+                };
+                if let Some(complete) = complete {
+                    keep(complete);
+                }
+                let mut s = self.lock();
+                if let Some(chunk) = withheld {
+                    s.hold(chunk);
+                }
                 s.end = Some(Ok(()));
-                s.retain.then(|| Complete {
-                    bytes: concat(&s.chunks, s.held),
-                    sniffed,
-                })
             }
             Err(error) => {
+                let mut s = self.lock();
                 if let HeadState::Pending = s.head {
                     s.head = HeadState::Failed(error.clone());
                 }
                 s.end = Some(Err(error));
-                None
             }
-        };
-        drop(s);
+        }
         self.changed.notify_waiters();
-        complete
+        completed
     }
 
     async fn produce_inner(
         &self,
         fetch: impl std::future::Future<Output = Result<GatewayResponse, FetchError>>,
         limits: FetchLimits,
-    ) -> Result<Option<&'static str>, FetchError> {
+    ) -> Result<(Option<&'static str>, Option<Bytes>), FetchError> {
         let GatewayResponse {
             content_length,
             mut body,
@@ -242,6 +256,8 @@ impl Shared {
         let mut prefix = Vec::new();
         let mut received: u64 = 0;
         let mut head_sent = false;
+        // The chunk that completes an announced length: published with the end (see `produce`).
+        let mut withheld = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             if chunk.is_empty() {
@@ -261,6 +277,11 @@ impl Shared {
             if prefix.len() < sniff::SNIFF_LEN {
                 let take = (sniff::SNIFF_LEN - prefix.len()).min(chunk.len());
                 prefix.extend_from_slice(&chunk[..take]);
+            }
+            if content_length == Some(received) {
+                self.lock().received = received;
+                withheld = Some(chunk);
+                continue;
             }
             self.wait_for_room().await;
             let mut s = self.lock();
@@ -292,7 +313,7 @@ impl Shared {
                 sniffed,
             });
         }
-        Ok(sniffed)
+        Ok((sniffed, withheld))
     }
 
     /// Backpressure: for non-cacheable items, wait while the slowest reader is a window
@@ -368,13 +389,115 @@ impl Shared {
     }
 }
 
-fn concat(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks[0].clone();
+/// The held chunks of `len` bytes, then `last`, as one buffer.
+fn concat(chunks: &VecDeque<Bytes>, last: Option<&Bytes>, len: usize) -> Bytes {
+    match (chunks.len(), last) {
+        (0, Some(last)) => return last.clone(),
+        (1, None) => return chunks[0].clone(),
+        _ => {}
     }
-    let mut all = BytesMut::with_capacity(len);
-    for chunk in chunks {
+    let mut all = BytesMut::with_capacity(len + last.map_or(0, Bytes::len));
+    for chunk in chunks.iter().chain(last) {
         all.extend_from_slice(chunk);
     }
     all.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use futures_util::stream;
+
+    use super::*;
+
+    const LIMITS: FetchLimits = FetchLimits {
+        max_bytes: 1 << 20,
+        max_cached_bytes: 1 << 20,
+        range_fetch_threshold: 0,
+    };
+
+    /// A body of `parts` announcing their total length, whose end comes only when `end` fires
+    /// (as a gateway whose framing ends after its last byte).
+    fn late_ending(
+        parts: &'static [&'static [u8]],
+        end: tokio::sync::oneshot::Receiver<()>,
+    ) -> GatewayResponse {
+        let chunks = stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))));
+        let end = stream::once(async move {
+            let _ = end.await;
+        })
+        .filter_map(|()| async { None });
+        GatewayResponse {
+            content_length: Some(parts.iter().map(|p| p.len() as u64).sum()),
+            body: chunks.chain(end).boxed(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_bytes_go_out_only_once_the_item_is_kept() {
+        let shared = Shared::new(Arc::new(MemoryBudget::new(1 << 20)));
+        let reader = shared.add_reader();
+        let (end, ended) = tokio::sync::oneshot::channel();
+        let kept = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let (shared, kept) = (Arc::clone(&shared), Arc::clone(&kept));
+            tokio::spawn(async move {
+                let keep = |complete: Complete| {
+                    assert_eq!(complete.bytes.as_ref(), b"abcdef");
+                    kept.store(true, Ordering::SeqCst);
+                };
+                shared
+                    .produce(
+                        async { Ok(late_ending(&[b"abc", b"def"], ended)) },
+                        LIMITS,
+                        keep,
+                    )
+                    .await
+            })
+        };
+        let first = shared.next_chunk(reader).await.unwrap().unwrap();
+        assert_eq!(first.as_ref(), b"abc");
+        // Every byte is in, but the body has not ended: the last chunk is not out yet, so a
+        // reader cannot finish (and cancel the fetch) before the item is cached.
+        let early = tokio::time::timeout(Duration::from_millis(100), shared.next_chunk(reader));
+        assert!(
+            early.await.is_err(),
+            "the last chunk went out before the end"
+        );
+        assert!(!kept.load(Ordering::SeqCst));
+        end.send(()).unwrap();
+        let last = shared.next_chunk(reader).await.unwrap().unwrap();
+        assert_eq!(last.as_ref(), b"def");
+        assert!(
+            kept.load(Ordering::SeqCst),
+            "the reader had every byte before the cache"
+        );
+        assert!(shared.next_chunk(reader).await.is_none());
+        assert!(producer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_item_in_one_chunk_is_kept_whole() {
+        let shared = Shared::new(Arc::new(MemoryBudget::new(1 << 20)));
+        let reader = shared.add_reader();
+        let (end, ended) = tokio::sync::oneshot::channel();
+        end.send(()).unwrap();
+        let kept = std::sync::Mutex::new(None);
+        let keep = |complete: Complete| *kept.lock().unwrap() = Some(complete.bytes);
+        let fetch = async { Ok(late_ending(&[b"only"], ended)) };
+        assert!(shared.produce(fetch, LIMITS, keep).await);
+        assert_eq!(kept.lock().unwrap().as_deref(), Some(&b"only"[..]));
+        assert_eq!(
+            shared.next_chunk(reader).await.unwrap().unwrap().as_ref(),
+            b"only"
+        );
+        assert!(shared.next_chunk(reader).await.is_none());
+        assert_eq!(
+            shared.lock().held,
+            4,
+            "the withheld chunk is held (and charged) at the end"
+        );
+    }
 }

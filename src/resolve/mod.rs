@@ -25,7 +25,7 @@ use crate::ipfs::pool::Gateways;
 use crate::media::media_id::IpfsMedia;
 use crate::metrics::{Outcome, METRICS};
 
-use flight::Shared;
+use flight::{Complete, Shared};
 pub use flight::{FetchLimits, Head};
 use part::KnownHeads;
 pub use part::{Known, Part};
@@ -230,16 +230,20 @@ impl Resolver {
                 }
                 gateways.fetch(&cid).await
             };
-            let complete = task_shared.produce(source, inner.limits).await;
-            // A completed fetch proves its length: a later seek needs no first bytes.
-            if let Some(head) = task_shared.completed_head() {
-                inner.heads.remember(key, &head);
+            // The item is cached before its readers see the end, and while this flight is
+            // still in `flights`, so a resolver finds one or the other.
+            let cache = &inner.cache;
+            let keep = |complete: Complete| {
+                let item = CachedMedia::new(complete.bytes, complete.sniffed);
+                cache.insert(CacheKey::Media(key), Arc::new(item));
+            };
+            if task_shared.produce(source, inner.limits, keep).await {
+                // A completed fetch proves its length: a later seek needs no first bytes.
+                if let Some(head) = task_shared.completed_head() {
+                    inner.heads.remember(key, &head);
+                }
             }
             let mut flights = inner.flights();
-            if let Some(complete) = complete {
-                let item = CachedMedia::new(complete.bytes, complete.sniffed);
-                inner.cache.insert(CacheKey::Media(key), Arc::new(item));
-            }
             if flights
                 .get(&key)
                 .is_some_and(|e| Arc::ptr_eq(&e.shared, &task_shared))
